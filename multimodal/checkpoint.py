@@ -1,0 +1,101 @@
+"""The one checkpoint module: orbax CheckpointManager over train state + data.
+
+A checkpoint step holds two items:
+  state  the train state pytree (params, optimizer state, step), saved with
+         StandardSave and restored onto whatever shardings the caller's
+         abstract tree carries (so a restore may use another mesh);
+  data   the grain iterator position (one file per process), so a resumed run
+         sees exactly the examples it would have seen.
+Saves are asynchronous: training continues while the previous step's arrays
+are written; `close()` waits for the last one.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import threading
+
+from absl import logging
+import grain
+import jax
+import orbax.checkpoint as ocp
+
+
+class Checkpointer:
+
+  def __init__(self, workdir: str, *, max_to_keep: int = 2,
+               async_save: bool = True):
+    self.directory = os.path.abspath(os.path.join(workdir, 'checkpoints'))
+    self.manager = ocp.CheckpointManager(
+        self.directory,
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=max_to_keep, create=True,
+            enable_async_checkpointing=async_save))
+
+  def latest_step(self) -> int | None:
+    return self.manager.latest_step()
+
+  def save(self, step: int, state, data_iterator=None, *, force=False) -> bool:
+    items = {'state': ocp.args.StandardSave(state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointSave(data_iterator)
+    saved = self.manager.save(step, args=ocp.args.Composite(**items),
+                              force=force)
+    if saved:
+      logging.info('Saving checkpoint for step %d to %s', step, self.directory)
+    return saved
+
+  def restore(self, abstract_state, data_iterator=None, step=None):
+    """Restores state (onto abstract_state's shardings) and the iterator.
+
+    Returns (state, step). The iterator is restored in place.
+    """
+    step = self.latest_step() if step is None else step
+    if step is None:
+      raise FileNotFoundError(f'No checkpoint in {self.directory}.')
+    items = {'state': ocp.args.StandardRestore(abstract_state)}
+    if data_iterator is not None:
+      items['data'] = grain.checkpoint.CheckpointRestore(data_iterator)
+    restored = self.manager.restore(step, args=ocp.args.Composite(**items))
+    logging.info('Restored checkpoint of step %d from %s', step,
+                 self.directory)
+    return restored['state'], step
+
+  def close(self):
+    self.manager.wait_until_finished()
+    self.manager.close()
+
+
+def abstract_like(tree):
+  """ShapeDtypeStructs (with shardings) describing a concrete array tree."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
+                                     sharding=getattr(x, 'sharding', None)),
+      tree)
+
+
+class PreemptionGuard:
+  """Turns SIGTERM (what TPU/Slurm/Kubernetes send before eviction) into a flag.
+
+  The training loop polls `requested` every step, saves a checkpoint and
+  exits cleanly, so a preempted job resumes where it stopped.
+  """
+
+  def __init__(self):
+    self._event = threading.Event()
+    self._previous = None
+    if threading.current_thread() is threading.main_thread():
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning('Received signal %d: will checkpoint and stop.', signum)
+    self._event.set()
+
+  @property
+  def requested(self) -> bool:
+    return self._event.is_set()
+
+  def restore_handler(self):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)

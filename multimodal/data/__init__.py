@@ -1,0 +1,1 @@
+"""Input pipelines: decoding and feature ops (`preprocess`) and grain loaders (`pipeline`)."""

@@ -1,0 +1,118 @@
+"""Audio decoding and the log-mel front end.
+
+Front-end parameters (all in `LogMelConfig`, defaults shown):
+  sample_rate 16 kHz; window 25 ms (400 samples, Hann); hop 10 ms (160);
+  FFT size 512; 64 mel bins spanning 0..8 kHz (HTK mel scale, triangular
+  filters); features = log10(max(mel_power, 1e-10)), floored at the clip's
+  maximum minus 8 (80 dB of dynamic range), then mapped with (x + 4) / 4 so
+  values sit roughly in [-1, 1]. A clip is placed into a fixed window of
+  `num_frames` frames, i.e. (num_frames - 1) * hop + window samples
+  (96 frames = 0.975 s); shorter clips are zero padded, longer ones are an
+  error unless `crop=True`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+import io
+
+import numpy as np
+import soundfile
+
+
+@dataclasses.dataclass(frozen=True)
+class LogMelConfig:
+  sample_rate: int = 16000
+  window: int = 400
+  hop: int = 160
+  fft_size: int = 512
+  num_mels: int = 64
+  num_frames: int = 96
+  fmin: float = 0.0
+  fmax: float = 8000.0
+
+  @property
+  def num_samples(self) -> int:
+    return (self.num_frames - 1) * self.hop + self.window
+
+
+class AudioDecodeError(ValueError):
+  pass
+
+
+def decode_audio(data: bytes, sample_rate: int = 16000) -> np.ndarray:
+  """Decodes encoded audio bytes (OGG/Opus, FLAC, WAV...) to mono float32 [N].
+
+  Raises AudioDecodeError naming the problem when the bytes do not decode or
+  the sample rate differs from `sample_rate` (resample offline first).
+  """
+  try:
+    wave, sr = soundfile.read(io.BytesIO(data), dtype='float32',
+                              always_2d=True)
+  except Exception as e:  # soundfile raises several types
+    raise AudioDecodeError(
+        f'Could not decode {len(data)} bytes of audio ({e}). Store audio as '
+        'OGG/Opus, FLAC or WAV bytes.') from e
+  if sr != sample_rate:
+    raise AudioDecodeError(
+        f'Audio is {sr} Hz but the front end expects {sample_rate} Hz: '
+        'resample the dataset or set the log-mel sample_rate.')
+  return wave.mean(axis=1)
+
+
+def _hz_to_mel(hz):
+  return 2595.0 * np.log10(1.0 + np.asarray(hz) / 700.0)
+
+
+def _mel_to_hz(mel):
+  return 700.0 * (10.0**(np.asarray(mel) / 2595.0) - 1.0)
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(cfg: LogMelConfig) -> np.ndarray:
+  """Triangular mel filters, float32 [fft_size // 2 + 1, num_mels]."""
+  freqs = np.linspace(0, cfg.sample_rate / 2, cfg.fft_size // 2 + 1)
+  edges = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax),
+                                 cfg.num_mels + 2))
+  lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
+  rising = (freqs[:, None] - lower) / (center - lower)
+  falling = (upper - freqs[:, None]) / (upper - center)
+  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+
+
+def fit_to_window(wave: np.ndarray, cfg: LogMelConfig, offset: int | None,
+                  crop: bool = False) -> np.ndarray:
+  """Places `wave` at `offset` in a zero window of cfg.num_samples samples.
+
+  offset=None centres the clip. Returns float32 [cfg.num_samples].
+  """
+  n = cfg.num_samples
+  if len(wave) > n:
+    if not crop:
+      raise AudioDecodeError(
+          f'Clip has {len(wave)} samples but the window holds {n} '
+          f'({cfg.num_frames} frames): raise num_frames or allow cropping.')
+    start = (len(wave) - n) // 2 if offset is None else 0
+    return wave[start:start + n].astype(np.float32)
+  room = n - len(wave)
+  offset = room // 2 if offset is None else int(np.clip(offset, 0, room))
+  out = np.zeros(n, np.float32)
+  out[offset:offset + len(wave)] = wave
+  return out
+
+
+def log_mel(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
+  """Log-mel features float32 [num_frames, num_mels] of a windowed clip.
+
+  `wave` must have exactly cfg.num_samples samples (see `fit_to_window`).
+  """
+  if len(wave) != cfg.num_samples:
+    raise ValueError(f'log_mel expects {cfg.num_samples} samples, got '
+                     f'{len(wave)}; call fit_to_window first.')
+  idx = (np.arange(cfg.num_frames)[:, None] * cfg.hop +
+         np.arange(cfg.window)[None, :])
+  frames = wave[idx] * np.hanning(cfg.window + 1)[:-1].astype(np.float32)
+  power = np.abs(np.fft.rfft(frames, n=cfg.fft_size, axis=-1))**2
+  mel = np.log10(np.maximum(power @ mel_filterbank(cfg), 1e-10))
+  mel = np.maximum(mel, mel.max() - 8.0)
+  return ((mel + 4.0) / 4.0).astype(np.float32)

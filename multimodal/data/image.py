@@ -1,0 +1,51 @@
+"""Image decoding, resizing, normalisation and light augmentation."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+
+class ImageDecodeError(ValueError):
+  pass
+
+
+def decode_image(data: bytes, channels: int) -> Image.Image:
+  """Decodes PNG/JPEG/... bytes with Pillow into mode 'L' (1) or 'RGB' (3)."""
+  if channels not in (1, 3):
+    raise ValueError(f'channels must be 1 or 3, got {channels}.')
+  try:
+    img = Image.open(io.BytesIO(data))
+    img.load()
+  except (UnidentifiedImageError, OSError, ValueError) as e:
+    raise ImageDecodeError(
+        f'Could not decode {len(data)} bytes as an image ({e}). The record '
+        'is corrupt or not an encoded image (store PNG/JPEG bytes).') from e
+  return img.convert('L' if channels == 1 else 'RGB')
+
+
+def to_array(img: Image.Image, size: int, *, rng: np.random.Generator | None
+             = None, max_shift: float = 0.0, max_scale: float = 0.0,
+             max_rotate: float = 0.0) -> np.ndarray:
+  """Resizes to size x size and maps pixels to [-1, 1].
+
+  With `rng`, applies a random affine jitter first: rotation up to
+  `max_rotate` degrees, zoom up to +-`max_scale` (fraction) and shifts up to
+  `max_shift` (fraction of the side). Returns float32 [size, size, C].
+  """
+  img = img.resize((size, size), Image.BILINEAR)
+  if rng is not None and (max_shift or max_scale or max_rotate):
+    angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate))
+    scale = 1.0 + rng.uniform(-max_scale, max_scale)
+    tx, ty = rng.uniform(-max_shift, max_shift, size=2) * size
+    c = (size - 1) / 2
+    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+    # Pillow's affine maps output coordinates to input ones.
+    coeffs = (cos, sin, c - cos * c - sin * c - tx,
+              -sin, cos, c + sin * c - cos * c - ty)
+    img = img.transform((size, size), Image.AFFINE, coeffs, Image.BILINEAR)
+  x = np.asarray(img, np.float32)
+  if x.ndim == 2:
+    x = x[..., None]
+  return x / 127.5 - 1.0

@@ -1,0 +1,1 @@
+"""Metrics computed on embeddings or predictions (NumPy, host side)."""

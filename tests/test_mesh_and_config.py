@@ -1,0 +1,53 @@
+"""Mesh construction errors and command-line config errors."""
+import pathlib
+import subprocess
+import sys
+
+import jax
+import pytest
+
+from multimodal import mesh as mesh_lib
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def test_axis_sizes_fill_and_errors():
+  assert mesh_lib.axis_sizes(dict(data=-1, fsdp=2, tensor=1), 8) == (4, 2, 1)
+  with pytest.raises(ValueError, match='needs 6 devices but JAX sees 8'):
+    mesh_lib.axis_sizes(dict(data=3, fsdp=2, tensor=1), 8)
+  with pytest.raises(ValueError, match='does not divide 8'):
+    mesh_lib.axis_sizes(dict(data=-1, fsdp=3), 8)
+  with pytest.raises(ValueError, match='Unknown mesh axes'):
+    mesh_lib.axis_sizes(dict(model=2), 8)
+
+
+def test_build_mesh_single_device_and_batch_check():
+  mesh = mesh_lib.build_mesh(dict(data=-1, fsdp=1, tensor=1))
+  assert dict(mesh.shape) == {'data': jax.device_count(), 'fsdp': 1,
+                              'tensor': 1}
+  mesh_lib.check_batch_size(8 * jax.device_count(), mesh)
+
+
+@pytest.mark.parametrize('flag,message', [
+    ('--config.totl_steps=3', 'Unknown config key \'totl_steps\''),
+    ('--config.optimizer.lrr=3', 'Did you mean "lr"'),
+    ('--config.total_steps=abc', 'invalid literal'),
+])
+def test_bad_config_flags_exit_with_one_clear_line(tmp_path, flag, message):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'multimodal.train',
+       '--config=experiments/contrastive_digits.py:tiny',
+       f'--workdir={tmp_path}', flag], capture_output=True, text=True,
+      timeout=120, cwd=REPO)
+  assert proc.returncode == 2
+  assert message in proc.stderr
+  assert 'Traceback' not in proc.stderr
+
+
+def test_unknown_variant_is_named(tmp_path):
+  proc = subprocess.run(
+      [sys.executable, '-m', 'multimodal.train',
+       '--config=experiments/contrastive_digits.py:huge',
+       f'--workdir={tmp_path}'], capture_output=True, text=True, timeout=120,
+      cwd=REPO)
+  assert proc.returncode == 2 and "Unknown variant 'huge'" in proc.stderr

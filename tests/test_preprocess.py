@@ -1,0 +1,97 @@
+"""Decoding and feature ops: images, log-mel audio, tokenisation."""
+import io
+
+import numpy as np
+from PIL import Image
+import pytest
+import soundfile
+
+from multimodal.data import audio
+from multimodal.data import image
+from multimodal.data import text
+
+
+def _png(arr):
+  buf = io.BytesIO()
+  Image.fromarray(arr).save(buf, format='PNG')
+  return buf.getvalue()
+
+
+def test_image_decode_resize_normalise():
+  arr = np.zeros((8, 8), np.uint8)
+  arr[:, 4:] = 255
+  img = image.decode_image(_png(arr), channels=1)
+  x = image.to_array(img, 16)
+  assert x.shape == (16, 16, 1) and x.dtype == np.float32
+  assert x.min() == -1.0 and x.max() == 1.0
+  assert image.to_array(image.decode_image(_png(arr), 3), 16).shape == (16, 16, 3)
+
+
+def test_image_augmentation_is_seeded_and_changes_pixels():
+  arr = (np.arange(64).reshape(8, 8) * 4).astype(np.uint8)
+  img = image.decode_image(_png(arr), 1)
+  kw = dict(max_shift=0.2, max_scale=0.1, max_rotate=15)
+  a = image.to_array(img, 16, rng=np.random.default_rng(3), **kw)
+  b = image.to_array(img, 16, rng=np.random.default_rng(3), **kw)
+  np.testing.assert_array_equal(a, b)
+  assert not np.allclose(a, image.to_array(img, 16))
+
+
+def test_corrupt_image_is_a_clear_error():
+  with pytest.raises(image.ImageDecodeError, match='corrupt'):
+    image.decode_image(b'\x89PNG not really', 1)
+
+
+def test_log_mel_of_a_tone_peaks_at_its_mel_bin():
+  cfg = audio.LogMelConfig()
+  t = np.arange(8000) / cfg.sample_rate
+  wave = (0.5 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
+  feats = audio.log_mel(audio.fit_to_window(wave, cfg, None), cfg)
+  assert feats.shape == (96, 64) and feats.dtype == np.float32
+  fb = audio.mel_filterbank(cfg)
+  expected_bin = np.argmax(fb[round(1000 / (cfg.sample_rate / cfg.fft_size))])
+  middle = feats[48]
+  assert abs(int(np.argmax(middle)) - int(expected_bin)) <= 1
+  # Silence outside the clip sits at the floor (max - 8 -> (x + 4) / 4).
+  assert feats[0].max() < feats[48].max() - 1.0
+
+
+def test_fit_to_window_places_and_rejects():
+  cfg = audio.LogMelConfig(num_frames=10)
+  out = audio.fit_to_window(np.ones(100, np.float32), cfg, offset=5)
+  assert out.shape == (cfg.num_samples,) and out[:5].sum() == 0
+  assert out[5:105].sum() == 100
+  with pytest.raises(audio.AudioDecodeError, match='num_frames'):
+    audio.fit_to_window(np.ones(cfg.num_samples + 1, np.float32), cfg, 0)
+
+
+def test_decode_audio_roundtrip_and_errors():
+  wave = np.sin(np.linspace(0, 100, 4000)).astype(np.float32) * 0.3
+  buf = io.BytesIO()
+  soundfile.write(buf, wave, 16000, format='FLAC', subtype='PCM_16')
+  out = audio.decode_audio(buf.getvalue())
+  assert out.dtype == np.float32 and np.abs(out - wave).max() < 1e-3
+  with pytest.raises(audio.AudioDecodeError, match='8000 Hz'):
+    buf = io.BytesIO()
+    soundfile.write(buf, wave, 8000, format='WAV')
+    audio.decode_audio(buf.getvalue())
+  with pytest.raises(audio.AudioDecodeError, match='Could not decode'):
+    audio.decode_audio(b'garbage')
+
+
+def test_tokenizer_pads_truncates_and_counts():
+  from data_pipelines import digits_trimodal  # pylint: disable=g-import-not-at-top
+  tok = text.Tokenizer(digits_trimodal.TOKENIZER_PATH, max_len=8)
+  ids = tok('a handwritten seven')
+  assert ids.dtype == np.int32 and ids.shape == (8,)
+  n = int((ids != 0).sum())
+  assert ids[n - 1] == tok.eos_id and (ids[n:] == 0).all()
+  assert tok.decode(ids) == 'a handwritten seven'
+  assert tok.truncated == 0
+  long = tok(' '.join(['seven'] * 20))
+  assert long[-1] == tok.eos_id and tok.truncated == 1
+
+
+def test_missing_tokenizer_names_the_fix():
+  with pytest.raises(FileNotFoundError, match='config.input.tokenizer'):
+    text.Tokenizer('/nonexistent.model', 8)
