@@ -1,0 +1,1 @@
+"""Built-in datasets (tfds builders writing array_record, no TensorFlow)."""
