@@ -50,6 +50,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.input.augment = dict(max_shift=0.1, max_scale=0.1, max_rotate=10.0)
   c.input.num_frames = 96
   c.input.num_mels = 64
+  c.input.audio_cache_size = 20000  # clips whose features stay in memory
   c.input.max_text_len = 24
   c.input.tokenizer = mlc.FieldReference(None, field_type=str)
   c.input.skip_corrupt = False
@@ -68,7 +69,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
           audio=dict(name='audio_transformer', num_frames=96, num_mels=64,
                      patch_size=(16, 16), pool='map', posemb='sincos2d',
                      **tower),
-          text=dict(name='text_transformer', vocab_size=384, max_len=24,
+          text=dict(name='text_transformer', vocab_size=320, max_len=24,
                     causal=False, pool='eos', **tower),
       ),
       inputs=dict(image='image', audio='audio', image_text='text',

@@ -49,4 +49,6 @@ def names(kind: str) -> list[str]:
 
 def _import_builtins() -> None:
   # Importing the packages runs their @register decorators.
-  import multimodal.models  # pylint: disable=g-import-not-at-top,unused-import
+  # pylint: disable=g-import-not-at-top,unused-import
+  import multimodal.models
+  import multimodal.tasks

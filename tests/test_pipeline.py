@@ -87,3 +87,19 @@ def test_corrupt_record_fails_loudly_or_is_counted(tiny_config):
                      source=src)
   got = sum(len(b['label']) for b in it)
   assert got == 11 and pre.skipped.count == 1
+
+
+def test_cached_shifted_audio_equals_recomputed(tiny_config):
+  from multimodal.data import audio as audio_lib  # pylint: disable=g-import-not-at-top
+  pre = pipeline.Preprocess(tiny_config.input, ['audio'], train=True)
+  record = pipeline.open_source(tiny_config.dataset, 'test')[0]
+  rng = np.random.default_rng(5)
+  got = pre({**record}, rng)['audio']
+  shift = int(np.random.default_rng(5).integers(
+      0, pre._clip_features(record['speech'])[1] + 1))
+  assert shift > 0
+  wave = audio_lib.decode_audio(record['speech'])
+  offset = (audio_lib.lead_frames(pre.mel) + shift) * pre.mel.hop
+  want = audio_lib.log_mel(audio_lib.fit_to_window(wave, pre.mel, offset),
+                           pre.mel)
+  np.testing.assert_allclose(got, want, atol=1e-5)

@@ -116,3 +116,34 @@ def log_mel(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
   mel = np.log10(np.maximum(power @ mel_filterbank(cfg), 1e-10))
   mel = np.maximum(mel, mel.max() - 8.0)
   return ((mel + 4.0) / 4.0).astype(np.float32)
+
+
+def lead_frames(cfg: LogMelConfig) -> int:
+  """Frames before a clip's onset that still see it (window > hop)."""
+  return -(-(cfg.window - cfg.hop) // cfg.hop)
+
+
+def clip_features(wave: np.ndarray, cfg: LogMelConfig):
+  """Log-mel of a clip placed as early as possible, and its room to move.
+
+  The clip starts `lead_frames` hops into the window, so every frame that
+  overlaps its onset exists. Returns (features float32 [num_frames, num_mels],
+  free: trailing silent frames, i.e. how far `shift_frames` may move it).
+  """
+  offset = lead_frames(cfg) * cfg.hop
+  free = max(0, cfg.num_frames - (-(-(offset + len(wave)) // cfg.hop)))
+  feats = log_mel(fit_to_window(wave, cfg, offset, crop=True), cfg)
+  return feats, free
+
+
+def shift_frames(feats: np.ndarray, shift: int) -> np.ndarray:
+  """`clip_features` output for the clip started `shift` hops later.
+
+  Exact, not an approximation: moving the waveform by whole hops translates
+  the frames, and the frames it uncovers hold silence, which log_mel floors
+  at its maximum minus 8 (-2 after the (x + 4) / 4 scaling).
+  """
+  if not shift:
+    return feats
+  floor = np.full((shift, feats.shape[1]), feats.max() - 2.0, feats.dtype)
+  return np.concatenate([floor, feats[:-shift]])

@@ -21,6 +21,7 @@ A batch is a dict of NumPy arrays, per process (not global):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import threading
 from typing import Any
@@ -92,6 +93,10 @@ class Preprocess:
     self.mel = audio_lib.LogMelConfig(num_frames=input_cfg.num_frames,
                                       num_mels=input_cfg.num_mels)
     self.skipped = SkipCounter()
+    self._clip_features = self._clip_features_uncached
+    if input_cfg.audio_cache_size:
+      self._clip_features = functools.lru_cache(
+          maxsize=input_cfg.audio_cache_size)(self._clip_features_uncached)
 
   def _image(self, data, rng):
     aug = self.cfg.augment if self.train else None
@@ -104,13 +109,16 @@ class Preprocess:
     return image_lib.to_array(img, self.cfg.image_size)
 
   def _audio(self, data, rng):
+    # Decoding and the FFT dominate the pipeline's cost, so each clip's
+    # features are computed once (cached) and random placement in time is a
+    # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
+    feats, free = self._clip_features(data)
+    shift = int(rng.integers(0, free + 1)) if self.train else free // 2
+    return audio_lib.shift_frames(feats, shift)
+
+  def _clip_features_uncached(self, data: bytes):
     wave = audio_lib.decode_audio(data, self.mel.sample_rate)
-    room = max(0, self.mel.num_samples - len(wave))
-    offset = int(rng.integers(0, room + 1)) if self.train else None
-    if self.train and self.cfg.augment:
-      wave = wave * np.float32(10**(rng.uniform(-6, 6) / 20))  # +-6 dB gain
-    wave = audio_lib.fit_to_window(wave, self.mel, offset, crop=True)
-    return audio_lib.log_mel(wave, self.mel)
+    return audio_lib.clip_features(wave, self.mel)
 
   def _text(self, value, rng):
     if isinstance(value, (list, tuple, np.ndarray)):

@@ -39,7 +39,8 @@ class ContrastiveTask:
 
     @jax.jit
     def embed(model, batch):
-      return model({f: batch[f] for f in fields}, deterministic=True)
+      return model({f: batch[f] for f in fields if f in batch},
+                   deterministic=True)
 
     return embed
 
