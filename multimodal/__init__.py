@@ -1,0 +1,1 @@
+"""multimodal: a JAX framework for models that see, hear, read and write."""

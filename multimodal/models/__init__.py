@@ -1,0 +1,13 @@
+"""Model zoo: importing this package registers every model.
+
+  from multimodal.models import build_model
+  model = build_model({'name': 'vit', 'width': 64}, rngs=nnx.Rngs(0))
+"""
+from multimodal.models import audio_encoder  # noqa: F401 (registers)
+from multimodal.models import contrastive  # noqa: F401 (registers)
+from multimodal.models import text_encoder  # noqa: F401 (registers)
+from multimodal.models import vit  # noqa: F401 (registers)
+from multimodal.models.builder import build_model
+from multimodal.models.partitioning import LOGICAL_AXES
+
+__all__ = ['build_model', 'LOGICAL_AXES']

@@ -1,0 +1,166 @@
+"""Contrastive multi-tower model (CLIP / SigLIP style) over modality pairs."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping, Sequence
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from multimodal import losses
+from multimodal import registry
+from multimodal.models.builder import build_model, config_to_dict
+from multimodal.models.partitioning import axes
+
+LOSSES = ('softmax', 'sigmoid')
+
+
+def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
+  """Unit-norm rows of x [..., E], in float32."""
+  x = x.astype(jnp.float32)
+  return x * jax.lax.rsqrt(jnp.sum(x * x, axis=-1, keepdims=True) + eps)
+
+
+def pair_name(pair: Sequence[str]) -> str:
+  return f'{pair[0]}~{pair[1]}'
+
+
+@registry.register('model', 'contrastive')
+class ContrastiveModel(nnx.Module):
+  """Named encoder towers, a linear projection per tower, per-pair logit
+  scale (and bias for the sigmoid loss).
+
+  Batch fields map to towers through `inputs`, so one tower (e.g. 'text')
+  can embed several fields ('image_text', 'audio_text'). Projections
+  [width, embed_dim] are named ('embed', 'proj'); the per-pair log-scale and
+  bias vectors [num_pairs] are replicated (axis name None).
+  """
+
+  def __init__(self, *, towers: Mapping[str, Any], embed_dim: int,
+               pairs: Sequence[Sequence[str]], inputs: Mapping[str, str],
+               loss: str = 'sigmoid', temperature_init: float = 10.0,
+               bias_init: float = -10.0, dtype=None, param_dtype=None,
+               rngs: nnx.Rngs):
+    """Builds every tower.
+
+    Args:
+      towers: tower name -> config dict with `name` (the registered encoder)
+        and that encoder's kwargs. Each encoder has a `width` attribute and
+        returns (pooled [B, width], tokens).
+      embed_dim: shared embedding size E.
+      pairs: batch-field pairs to contrast, e.g. [('image', 'image_text')].
+      inputs: batch field -> tower name.
+      loss: 'softmax' (CLIP) or 'sigmoid' (SigLIP).
+      temperature_init: initial logit scale, i.e. the learned log-scale
+        starts at log(temperature_init).
+      bias_init: initial logit bias (sigmoid loss only).
+      dtype: compute dtype given to towers that do not set their own; the
+        projections use it too (default float32).
+      param_dtype: parameter dtype, likewise (default float32).
+      rngs: random streams.
+    """
+    if loss not in LOSSES:
+      raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}.')
+    towers = config_to_dict(towers)
+    self.inputs = dict(config_to_dict(inputs))
+    self.pairs = tuple(tuple(p) for p in pairs)
+    self.loss_type = loss
+    for field, tower in self.inputs.items():
+      if tower not in towers:
+        raise ValueError(f'inputs[{field!r}] names tower {tower!r}, but the '
+                         f'towers are {sorted(towers)}.')
+    for pair in self.pairs:
+      if len(pair) != 2 or any(f not in self.inputs for f in pair):
+        raise ValueError(f'Pair {pair} must name two fields of inputs '
+                         f'{sorted(self.inputs)}.')
+
+    self.towers = nnx.Dict()
+    self.heads = nnx.Dict()
+    for name, tower_cfg in towers.items():
+      cfg = config_to_dict(tower_cfg)
+      for key, value in (('dtype', dtype), ('param_dtype', param_dtype)):
+        if value is not None:
+          cfg.setdefault(key, value)
+      self.towers[name] = build_model(cfg, rngs=rngs)
+      self.heads[name] = nnx.Linear(
+          self.towers[name].width, embed_dim, use_bias=False,
+          dtype=dtype or jnp.float32, param_dtype=param_dtype or jnp.float32,
+          rngs=rngs,
+          kernel_metadata=axes('embed', 'proj'))
+
+    num_pairs = len(self.pairs)
+    pdt = param_dtype or jnp.float32
+    self.log_scale = nnx.Param(
+        jnp.full((num_pairs,), math.log(temperature_init), pdt), **axes(None))
+    if loss == 'sigmoid':
+      self.bias = nnx.Param(jnp.full((num_pairs,), bias_init, pdt),
+                            **axes(None))
+
+  def embed(self, field: str, x: jax.Array, *, deterministic: bool = True
+            ) -> jax.Array:
+    """Embeds batch field `field` (inputs as its tower expects).
+
+    Returns:
+      float32 [B, embed_dim], L2-normalised rows.
+    """
+    if field not in self.inputs:
+      raise KeyError(f'Field {field!r} has no tower; inputs map '
+                     f'{sorted(self.inputs)}.')
+    tower = self.inputs[field]
+    pooled, _ = self.towers[tower](x, deterministic=deterministic)
+    return l2_normalize(self.heads[tower](pooled))
+
+  def __call__(self, batch: Mapping[str, jax.Array], *,
+               deterministic: bool = True) -> dict[str, jax.Array]:
+    """Embeds every field of `batch` found in `inputs` (others ignored).
+
+    Returns:
+      field -> float32 [B, embed_dim] L2-normalised embeddings.
+    """
+    return {f: self.embed(f, x, deterministic=deterministic)
+            for f, x in batch.items() if f in self.inputs}
+
+  def logit_params(self, pair_index: int
+                   ) -> tuple[jax.Array, jax.Array | None]:
+    """(scale, bias) float32 scalars for pair `pair_index`.
+
+    scale = exp(learned log-scale) > 0; bias is None for the softmax loss.
+    """
+    scale = jnp.exp(self.log_scale[pair_index].astype(jnp.float32))
+    if self.loss_type == 'softmax':
+      return scale, None
+    return scale, self.bias[pair_index].astype(jnp.float32)
+
+  def loss(self, embeddings: Mapping[str, jax.Array]
+           ) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """Sum over pairs of the configured contrastive loss.
+
+    Args:
+      embeddings: field -> [B, embed_dim] (as returned by __call__); must hold
+        both fields of every pair.
+
+    Returns:
+      (total float32 scalar, metrics) with metrics 'loss/A~B' per pair, and
+      'logit_scale/A~B' (and 'logit_bias/A~B' for sigmoid).
+    """
+    total = jnp.zeros((), jnp.float32)
+    metrics = {}
+    for i, (a, b) in enumerate(self.pairs):
+      missing = [f for f in (a, b) if f not in embeddings]
+      if missing:
+        raise KeyError(f'Pair {a}~{b} needs embeddings for {missing}; got '
+                       f'{sorted(embeddings)}.')
+      scale, bias = self.logit_params(i)
+      name = pair_name((a, b))
+      if self.loss_type == 'softmax':
+        value = losses.softmax_contrastive_loss(embeddings[a], embeddings[b],
+                                                scale)
+      else:
+        value = losses.sigmoid_contrastive_loss(embeddings[a], embeddings[b],
+                                                scale, bias)
+        metrics[f'logit_bias/{name}'] = bias
+      metrics[f'loss/{name}'] = value
+      metrics[f'logit_scale/{name}'] = scale
+      total = total + value
+    return total, metrics

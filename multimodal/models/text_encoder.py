@@ -1,0 +1,107 @@
+"""Text transformer tower over right-padded token ids."""
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from multimodal import registry
+from multimodal.models import posemb as posemb_lib
+from multimodal.models.partitioning import axes
+from multimodal.models.pooling import (MAPHead, gather_tokens,
+                                       last_valid_index, masked_mean)
+from multimodal.models.transformer import Encoder, make_dropout
+
+POOLS = ('eos', 'last', 'first', 'mean', 'map')
+POSEMBS = ('learned', 'sincos1d')
+
+
+@registry.register('model', 'text_transformer')
+class TextEncoder(nnx.Module):
+  """Token embedding + position embedding + Encoder + pooling.
+
+  Padding (token id `pad_id`) is masked out of the attention keys, so pad
+  tokens never change the outputs at real tokens. The token table
+  [vocab_size, width] is named ('vocab', 'embed').
+
+  Pooling: 'eos'/'last' the token at the last non-pad position (captions end
+  with an EOS token), 'first' position 0, 'mean' the mean over non-pad tokens,
+  'map' attention pooling over non-pad tokens.
+  """
+
+  def __init__(self, *, vocab_size: int, max_len: int = 32, width: int = 128,
+               depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4,
+               causal: bool = False, pool: str = 'eos', pad_id: int = 0,
+               posemb: str = 'learned', dropout: float = 0.0,
+               activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
+               dtype=jnp.float32, param_dtype=jnp.float32,
+               attention_impl: str | None = None, rngs: nnx.Rngs):
+    if pool not in POOLS:
+      raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
+    if posemb not in POSEMBS:
+      raise ValueError(f'posemb must be one of {POSEMBS}, got {posemb!r}.')
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.max_len = max_len
+    self.width = width
+    self.causal = causal
+    self.pool = pool
+    self.pad_id = pad_id
+    self.dtype = dtype
+    self.posemb_kind = posemb
+    self.embed = nnx.Embed(vocab_size, width, **kw,
+                           embedding_init=nnx.initializers.normal(0.02),
+                           embedding_metadata=axes('vocab', 'embed'))
+    if posemb == 'learned':
+      self.posemb = posemb_lib.LearnedPosEmb(max_len, width,
+                                             param_dtype=param_dtype,
+                                             rngs=rngs)
+    else:
+      self.posemb = None
+    self.drop = make_dropout(dropout, rngs)
+    self.encoder = Encoder(width, depth, num_heads, mlp_ratio,
+                           activation=activation, dropout=dropout,
+                           layernorm_epsilon=layernorm_epsilon,
+                           attention_impl=attention_impl, **kw)
+    if pool == 'map':
+      self.map_head = MAPHead(width, num_heads, mlp_ratio,
+                              activation=activation,
+                              layernorm_epsilon=layernorm_epsilon,
+                              attention_impl=attention_impl, **kw)
+
+  def __call__(self, tokens: jax.Array, *, deterministic: bool = True
+               ) -> tuple[jax.Array, jax.Array]:
+    """Encodes token ids.
+
+    Args:
+      tokens: int [B, L] ids, right-padded with `pad_id`, L <= max_len.
+      deterministic: disables dropout when True.
+
+    Returns:
+      (pooled [B, width], tokens [B, L, width]) in the compute dtype.
+    """
+    length = tokens.shape[1]
+    if length > self.max_len:
+      raise ValueError(f'Text of length {length} exceeds max_len='
+                       f'{self.max_len}.')
+    valid = tokens != self.pad_id  # [B, L]
+    if self.posemb_kind == 'learned':
+      pos = self.posemb(length)
+    else:
+      pos = posemb_lib.sincos_1d(length, self.width)
+    x = self.embed(tokens) + pos.astype(self.dtype)[None]
+    x = self.drop(x, deterministic=deterministic)
+
+    mask = valid[:, None, None, :]  # [B, 1, 1(query), L(key)]
+    if self.causal:
+      mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+    x = self.encoder(x, mask, deterministic=deterministic)
+
+    if self.pool in ('eos', 'last'):
+      pooled = gather_tokens(x, last_valid_index(valid))
+    elif self.pool == 'first':
+      pooled = x[:, 0]
+    elif self.pool == 'mean':
+      pooled = masked_mean(x, valid)
+    else:
+      pooled = self.map_head(x, valid)
+    return pooled, x

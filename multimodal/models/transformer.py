@@ -1,0 +1,128 @@
+"""Pre-LayerNorm transformer encoder: Mlp, EncoderBlock, Encoder."""
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from multimodal.models.attention import MultiHeadAttention
+from multimodal.models.partitioning import axes
+
+
+def _quick_gelu(x):
+  return x * jax.nn.sigmoid(1.702 * x)
+
+
+ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
+    'gelu': lambda x: jax.nn.gelu(x, approximate=False),  # exact (erf)
+    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
+    'quick_gelu': _quick_gelu,  # OpenAI CLIP's sigmoid approximation
+}
+
+
+def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
+  if name not in ACTIVATIONS:
+    raise ValueError(f'Unknown activation {name!r}; use one of '
+                     f'{sorted(ACTIVATIONS)}.')
+  return ACTIVATIONS[name]
+
+
+def layer_norm(width: int, *, epsilon: float = 1e-6, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  """LayerNorm over the last axis; scale and bias [width] named ('norm',)."""
+  return nnx.LayerNorm(width, epsilon=epsilon, dtype=dtype,
+                       param_dtype=param_dtype, rngs=rngs,
+                       scale_metadata=axes('norm'), bias_metadata=axes('norm'))
+
+
+def make_dropout(rate: float, rngs: nnx.Rngs) -> nnx.Dropout:
+  # Without dropout, keep no RNG state in the module, so that a model's state
+  # is its parameters alone (the trainer re-merges graphdef + params).
+  return nnx.Dropout(rate, rngs=rngs if rate > 0 else None)
+
+
+class Mlp(nnx.Module):
+  """Dense -> activation -> dropout -> Dense.
+
+  Kernels [D, hidden] ('embed', 'mlp') and [hidden, D] ('mlp', 'embed').
+  """
+
+  def __init__(self, width: int, hidden: int, *, activation: str = 'gelu',
+               dropout_rate: float = 0.0, dtype=jnp.float32,
+               param_dtype=jnp.float32, rngs: nnx.Rngs):
+    self.act = get_activation(activation)
+    self.fc1 = nnx.Linear(width, hidden, dtype=dtype, param_dtype=param_dtype,
+                          kernel_init=nnx.initializers.xavier_uniform(),
+                          rngs=rngs, kernel_metadata=axes('embed', 'mlp'),
+                          bias_metadata=axes('mlp'))
+    self.drop = make_dropout(dropout_rate, rngs)
+    self.fc2 = nnx.Linear(hidden, width, dtype=dtype, param_dtype=param_dtype,
+                          kernel_init=nnx.initializers.xavier_uniform(),
+                          rngs=rngs, kernel_metadata=axes('mlp', 'embed'),
+                          bias_metadata=axes('embed'))
+
+  def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
+    """[..., D] -> [..., D] in the compute dtype."""
+    x = self.act(self.fc1(x))
+    x = self.drop(x, deterministic=deterministic)
+    return self.fc2(x)
+
+
+class EncoderBlock(nnx.Module):
+  """x + Attn(LN(x)), then x + Mlp(LN(x)); dropout on both residual branches."""
+
+  def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4, *,
+               activation: str = 'gelu', dropout: float = 0.0,
+               layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
+               param_dtype=jnp.float32, attention_impl: str | None = None,
+               rngs: nnx.Rngs):
+    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    self.norm1 = layer_norm(width, epsilon=layernorm_epsilon, **kw)
+    self.attn = MultiHeadAttention(width, num_heads,
+                                   attention_impl=attention_impl, **kw)
+    self.norm2 = layer_norm(width, epsilon=layernorm_epsilon, **kw)
+    self.mlp = Mlp(width, int(width * mlp_ratio), activation=activation,
+                   dropout_rate=dropout, **kw)
+    self.drop = make_dropout(dropout, rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
+               deterministic: bool = True) -> jax.Array:
+    """[B, L, D] -> [B, L, D]; `mask` as in MultiHeadAttention."""
+    y = self.attn(self.norm1(x), mask=mask)
+    x = x + self.drop(y, deterministic=deterministic)
+    y = self.mlp(self.norm2(x), deterministic=deterministic)
+    return x + self.drop(y, deterministic=deterministic)
+
+
+class Encoder(nnx.Module):
+  """A stack of `depth` pre-LN EncoderBlocks followed by a final LayerNorm."""
+
+  def __init__(self, width: int, depth: int, num_heads: int,
+               mlp_ratio: float = 4, *, activation: str = 'gelu',
+               dropout: float = 0.0, layernorm_epsilon: float = 1e-6,
+               dtype=jnp.float32, param_dtype=jnp.float32,
+               attention_impl: str | None = None, rngs: nnx.Rngs):
+    self.blocks = nnx.List([
+        EncoderBlock(width, num_heads, mlp_ratio, activation=activation,
+                     dropout=dropout, layernorm_epsilon=layernorm_epsilon,
+                     dtype=dtype, param_dtype=param_dtype,
+                     attention_impl=attention_impl, rngs=rngs)
+        for _ in range(depth)])
+    self.norm = layer_norm(width, epsilon=layernorm_epsilon, dtype=dtype,
+                           param_dtype=param_dtype, rngs=rngs)
+
+  def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
+               deterministic: bool = True) -> jax.Array:
+    """Encodes x: [B, L, D] -> [B, L, D] in the compute dtype.
+
+    Args:
+      x: token features [B, L, D].
+      mask: bool attention mask broadcastable to [B, heads, L, L], True where
+        a query may attend to a key; None attends everywhere.
+      deterministic: disables dropout when True.
+    """
+    for block in self.blocks:
+      x = block(x, mask, deterministic=deterministic)
+    return self.norm(x)
