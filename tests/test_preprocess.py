@@ -95,3 +95,58 @@ def test_tokenizer_pads_truncates_and_counts():
 def test_missing_tokenizer_names_the_fix():
   with pytest.raises(FileNotFoundError, match='config.input.tokenizer'):
     text.Tokenizer('/nonexistent.model', 8)
+
+
+def _clip_feats(t=40, f=16, active=25):
+  rng = np.random.default_rng(0)
+  feats = np.full((t, f), -5.0, np.float32)
+  feats[:active] = rng.uniform(-1, 0, size=(active, f)).astype(np.float32)
+  feats[0, 0] = 3.0  # max: the silence floor is max - 2 = 1.0
+  return feats, t - active
+
+
+def test_audio_augment_off_is_identity():
+  feats, free = _clip_feats()
+  out, out_free = audio.augment_features(feats, free,
+                                         np.random.default_rng(1))
+  np.testing.assert_array_equal(out, feats)
+  assert out_free == free
+
+
+def test_audio_stretch_changes_length_and_keeps_endpoints():
+  feats, free = _clip_feats()
+  lengths = set()
+  for seed in range(20):
+    out, out_free = audio.augment_features(
+        feats, free, np.random.default_rng(seed), max_stretch=0.2)
+    n = 40 - out_free
+    lengths.add(n)
+    assert 20 <= n <= 30  # 25 frames +-20%
+    # Linear warp: the first and last active frames land unchanged.
+    np.testing.assert_allclose(out[0], feats[0])
+    np.testing.assert_allclose(out[n - 1], feats[24], rtol=1e-6)
+    assert np.all(out[n:] == 1.0)
+  assert len(lengths) > 3
+
+
+def test_audio_freq_shift_and_masks():
+  feats, free = _clip_feats()
+  for seed in range(10):
+    out, out_free = audio.augment_features(
+        feats, free, np.random.default_rng(seed), max_freq_shift=2)
+    assert out_free == free
+    shifted = [k for k in range(-2, 3)
+               if np.array_equal(out[:, 2:-2], feats[:, 2 - k:16 - 2 - k])]
+    assert len(shifted) == 1
+  for seed in range(10):
+    out, _ = audio.augment_features(feats, free, np.random.default_rng(seed),
+                                    max_time_mask=6, max_freq_mask=4)
+    changed = out != feats
+    assert np.all(out[changed] == 1.0)  # masks fill with the silence floor
+    # Changed cells are whole rows (a time mask, <= 6 contiguous) plus, in
+    # the other rows, at most 4 contiguous columns (a frequency mask).
+    full = np.where(changed.all(axis=1))[0]
+    assert len(full) <= 6 and np.all(np.diff(full) == 1)
+    cols = np.where(changed[~changed.all(axis=1)].any(axis=0))[0]
+    assert len(cols) <= 4 and np.all(np.diff(cols) == 1)
+  assert feats[0, 0] == 3.0  # the input is not modified in place

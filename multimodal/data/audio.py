@@ -147,3 +147,65 @@ def shift_frames(feats: np.ndarray, shift: int) -> np.ndarray:
     return feats
   floor = np.full((shift, feats.shape[1]), feats.max() - 2.0, feats.dtype)
   return np.concatenate([floor, feats[:-shift]])
+
+
+def augment_features(feats: np.ndarray, free: int, rng: np.random.Generator,
+                     *, max_stretch: float = 0.0, max_freq_shift: int = 0,
+                     max_time_mask: int = 0, max_freq_mask: int = 0,
+                     max_tilt: float = 0.0):
+  """Random speaker/tempo perturbations of `clip_features` output.
+
+  Args:
+    feats: float32 [T, F] log-mel of a clip placed by `clip_features`.
+    free: its trailing silent frames.
+    rng: the example's generator.
+    max_stretch: tempo change up to +-this fraction (linear time warp of the
+      clip's frames), standing in for unheard speaking rates.
+    max_freq_shift: shift of up to this many mel bins, a cheap stand-in for
+      vocal-tract-length differences between voices.
+    max_time_mask, max_freq_mask: SpecAugment-style masks of up to this many
+      frames / bins, filled with the silence floor.
+    max_tilt: a spectral tilt of up to +-this many log10 units from the
+      lowest to the highest mel bin (on the clip's frames, not its silence),
+      standing in for voice-quality differences (breathy vs pressed voices).
+
+  Returns:
+    (features float32 [T, F], free frames after the stretch).
+  """
+  t, f = feats.shape
+  floor = feats.max() - 2.0
+  out = feats
+  if max_stretch:
+    active = t - free
+    new_active = min(t, max(1, round(active * (1 + rng.uniform(
+        -max_stretch, max_stretch)))))
+    src = np.linspace(0, active - 1, new_active)
+    lo = np.floor(src).astype(int)
+    hi = np.minimum(lo + 1, active - 1)
+    w = (src - lo)[:, None].astype(np.float32)
+    out = np.full_like(feats, floor)
+    out[:new_active] = (1 - w) * feats[lo] + w * feats[hi]
+    free = t - new_active
+  if max_freq_shift:
+    k = int(rng.integers(-max_freq_shift, max_freq_shift + 1))
+    if k:
+      # Edge bins are repeated rather than wrapped around.
+      idx = np.clip(np.arange(f) - k, 0, f - 1)
+      out = out[:, idx]
+  if max_tilt:
+    tilt = rng.uniform(-max_tilt, max_tilt) * np.linspace(-0.5, 0.5, f)
+    active = t - free
+    out = out.copy() if out is feats else out
+    out[:active] = np.clip(out[:active] + tilt.astype(np.float32), floor,
+                           floor + 2.0)
+  if max_time_mask or max_freq_mask:
+    out = out.copy() if out is feats else out
+    if max_time_mask:
+      width = int(rng.integers(0, max_time_mask + 1))
+      start = int(rng.integers(0, t - width + 1))
+      out[start:start + width] = floor
+    if max_freq_mask:
+      width = int(rng.integers(0, max_freq_mask + 1))
+      start = int(rng.integers(0, f - width + 1))
+      out[:, start:start + width] = floor
+  return out, free
