@@ -18,6 +18,8 @@ unheard voices, 9x% image-vs-speech. (Figures measured are in README.md.)
 """
 import ml_collections as mlc
 
+from multimodal import distributed
+
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   variant = arg or 'sigmoid'
@@ -36,7 +38,18 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.checkpoint_keep = 2
   c.train_split = 'train'
   c.eval_split = 'test'
-  c.mesh = dict(data=-1, fsdp=1, tensor=1)
+  # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices
+  # or hosts (see multimodal/mesh.py).
+  c.mesh = dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1,
+                dcn_tensor=1)
+  # Which mesh axes each logical parameter/activation axis is split over: a
+  # preset of multimodal/sharding.py (data_parallel, fsdp, fsdp_tensor) plus
+  # (name, mesh_axes) overrides. E.g. FSDP over 8 devices:
+  #   --config.mesh.data=1 --config.mesh.fsdp=-1 --config.sharding.rules=fsdp
+  c.sharding = dict(rules='data_parallel', overrides=())
+  # Multi-process start-up; all defaults detect the cluster (see
+  # multimodal/distributed.py and launch/README.md).
+  c.distributed = distributed.default_config()
 
   c.dataset = dict(name='digits_trimodal', data_dir=mlc.FieldReference(
       None, field_type=str))
@@ -50,6 +63,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.input.augment = dict(max_shift=0.1, max_scale=0.1, max_rotate=10.0)
   c.input.num_frames = 96
   c.input.num_mels = 64
+  # Voice perturbations for generalising to unheard speakers (training only).
+  c.input.audio_augment = dict(max_stretch=0.15, max_freq_shift=3,
+                               max_time_mask=8, max_freq_mask=8, max_tilt=0.0)
   c.input.audio_cache_size = 20000  # clips whose features stay in memory
   c.input.max_text_len = 24
   c.input.tokenizer = mlc.FieldReference(None, field_type=str)
@@ -74,8 +90,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       ),
       inputs=dict(image='image', audio='audio', image_text='text',
                   audio_text='text'),
-      pairs=[('image', 'image_text'), ('audio', 'audio_text'),
-             ('image', 'audio')],
+      pairs=(('image', 'image_text'), ('audio', 'audio_text'),
+             ('image', 'audio')),
       loss='softmax' if variant == 'softmax' else 'sigmoid',
       temperature_init=10.0,
       bias_init=-10.0,
@@ -86,11 +102,13 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                      final_fraction=0.01)
 
   c.evals = dict(
-      class_names=['zero', 'one', 'two', 'three', 'four', 'five', 'six',
-                   'seven', 'eight', 'nine'],
-      image_prompts=['a handwritten {word}', 'the digit {digit} written by hand'],
-      audio_prompts=['the word {word}', 'someone saying {word}'],
-      recall_ks=[1, 5],
+      # Tuples, not lists: ml_collections can override tuples from the
+      # command line (--config.evals.audio_prompts="('the word {word}',)").
+      class_names=('zero', 'one', 'two', 'three', 'four', 'five', 'six',
+                   'seven', 'eight', 'nine'),
+      image_prompts=('a handwritten {word}', 'the digit {digit} written by hand'),
+      audio_prompts=('the word {word}', 'someone saying {word}'),
+      recall_ks=(1, 5),
   )
 
   if variant == 'tiny':

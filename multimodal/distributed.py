@@ -53,6 +53,7 @@ from typing import Any
 
 import jax
 import ml_collections as mlc
+import numpy as np
 
 logger = logging.getLogger(__name__)
 
@@ -385,3 +386,24 @@ def sync(name: str) -> None:
   # pylint: disable-next=g-import-not-at-top
   from jax.experimental import multihost_utils
   multihost_utils.sync_global_devices(name)
+
+
+def fetch(x: jax.Array) -> np.ndarray:
+  """The whole value of a (possibly multi-process) global array, as NumPy.
+
+  Every process gets the same array; for a batch split over processes this
+  gathers the other processes' rows (in global order).
+  """
+  if x.is_fully_addressable:
+    return np.asarray(x)
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
+  return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+
+
+def replicate(x: np.ndarray, mesh) -> jax.Array:
+  """A global array replicated on every device of `mesh`, from host data
+  that every process holds identically (e.g. class prompts)."""
+  return jax.make_array_from_process_local_data(
+      jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()), x,
+      x.shape)

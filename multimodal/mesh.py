@@ -4,25 +4,36 @@ A mesh config names its axis sizes, e.g. ``dict(data=-1, fsdp=1, tensor=1)``;
 one size may be -1 to take whatever devices remain. Axis types are set to
 Auto explicitly (GSPMD propagation), because `jax.make_mesh` now defaults to
 Explicit axes, which would require sharding annotations on every op.
+
+Multi-slice TPU (or several GPU hosts with a slow network between them):
+``dcn_data``, ``dcn_fsdp``, ``dcn_tensor`` (default 1) split an axis across
+slices (granules: `slice_index` on TPU, processes elsewhere), and the plain
+sizes then describe one slice. E.g. 2 slices of v5e-16, data parallel across
+slices and FSDP within each: ``dict(data=1, fsdp=-1, tensor=1, dcn_data=2)``
+gives mesh {data: 2, fsdp: 16, tensor: 1}, where only the data axis crosses
+the data-centre network. Built with `mesh_utils.create_hybrid_device_mesh`.
 """
 from __future__ import annotations
 
 import math
 
 import jax
+from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'tensor')
+DCN_AXES = tuple(f'dcn_{a}' for a in AXES)
 # Batch dimension of inputs is split over both data-parallel style axes.
 BATCH_AXES = ('data', 'fsdp')
 
 
 def axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   """Resolves the -1 entry; raises a clear error when sizes do not fit."""
-  cfg = dict(mesh_cfg)
+  cfg = {a: v for a, v in dict(mesh_cfg).items() if a not in DCN_AXES}
   unknown = set(cfg) - set(AXES)
   if unknown:
-    raise ValueError(f'Unknown mesh axes {sorted(unknown)}; use {AXES}.')
+    raise ValueError(f'Unknown mesh axes {sorted(unknown)}; use {AXES} '
+                     f'(and {DCN_AXES} across slices).')
   sizes = [int(cfg.get(a, 1)) for a in AXES]
   if sizes.count(-1) > 1:
     raise ValueError(f'Only one mesh axis may be -1, got {cfg}.')
@@ -41,11 +52,48 @@ def axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
   return tuple(sizes)
 
 
+def dcn_sizes(mesh_cfg) -> tuple[int, ...]:
+  """Per-axis number of slices an axis spans (1 = within a slice)."""
+  sizes = tuple(int(dict(mesh_cfg).get(a, 1)) for a in DCN_AXES)
+  if any(s < 1 for s in sizes):
+    raise ValueError(f'dcn_* mesh sizes must be >= 1, got {sizes}.')
+  return sizes
+
+
+def device_grid(mesh_cfg, devices):
+  """The devices as a NumPy array of shape (data, fsdp, tensor).
+
+  Within a slice, `mesh_utils.create_device_mesh` orders devices so that
+  neighbouring mesh positions are neighbours on the interconnect; across
+  slices, `create_hybrid_device_mesh` keeps the dcn_* axes outermost.
+  """
+  dcn = dcn_sizes(mesh_cfg)
+  slices = math.prod(dcn)
+  if slices == 1:
+    return mesh_utils.create_device_mesh(
+        axis_sizes(mesh_cfg, len(devices)), devices)
+  if len(devices) % slices:
+    raise ValueError(f'dcn sizes {dict(zip(DCN_AXES, dcn))} ask for {slices} '
+                     f'slices, which does not divide {len(devices)} devices.')
+  ici = axis_sizes(mesh_cfg, len(devices) // slices)
+  # TPU devices know their slice; elsewhere each process is one granule.
+  by_process = not hasattr(devices[0], 'slice_index')
+  granules = len({d.process_index if by_process else d.slice_index
+                  for d in devices})
+  if granules != slices:
+    kind = 'processes' if by_process else 'TPU slices'
+    raise ValueError(f'dcn sizes {dict(zip(DCN_AXES, dcn))} need {slices} '
+                     f'slices but the devices come from {granules} {kind}.')
+  return mesh_utils.create_hybrid_device_mesh(
+      ici, dcn, devices, process_is_granule=by_process)
+
+
 def build_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
+  """A Mesh with axes (data, fsdp, tensor) over `devices` (default: all)."""
   devices = jax.devices() if devices is None else devices
-  sizes = axis_sizes(mesh_cfg, len(devices))
-  return jax.make_mesh(sizes, AXES, devices=devices,
-                       axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+  return jax.sharding.Mesh(
+      device_grid(mesh_cfg, devices), AXES,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
 
 
 def batch_sharding(mesh) -> NamedSharding:

@@ -14,9 +14,11 @@ from its graphdef inside the jitted step.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+from typing import Any, Callable
 
 from absl import app
 from absl import flags
@@ -30,10 +32,12 @@ import optax
 
 from multimodal import checkpoint as ckpt_lib
 from multimodal import config as config_lib
+from multimodal import distributed
 from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
 from multimodal import optimizer as optim_lib
 from multimodal import registry
+from multimodal import sharding
 from multimodal.data import pipeline
 from multimodal.models import build_model
 
@@ -48,15 +52,32 @@ def log(msg: str) -> None:
     print(msg, flush=True)
 
 
-def make_train_state(config, tx):
-  """Builds the train state directly with its final shardings.
+@dataclasses.dataclass(frozen=True)
+class TrainState:
+  """How to build the train state pytree {params, opt_state, step}.
 
-  Returns (graphdef, state, state_shardings). The model is built inside a
-  jitted init, so parameters are never materialised on one device first.
+  graphdef: the model's static structure (re-merged with params in a step).
+  init: () -> state; run under `jax.jit` with `out_shardings=shardings`, so
+    parameters are created where they live, never on one device first.
+  abstract: the state's jax.ShapeDtypeStructs.
+  shardings: the state's NamedShardings under the configured rules.
+  rules: the logical axis rules (multimodal.sharding).
   """
+  graphdef: Any
+  init: Callable[[], dict]
+  abstract: Any
+  shardings: Any
+  rules: sharding.Rules
+
+
+def make_train_state(config, tx, mesh) -> TrainState:
+  rules = sharding.get_rules(config.sharding.rules,
+                             config.sharding.get('overrides', ()))
   abstract_model = nnx.eval_shape(
       lambda: build_model(config.model, rngs=nnx.Rngs(config.seed)))
   graphdef, _ = nnx.split(abstract_model)
+  param_shardings = sharding.param_shardings(
+      nnx.state(abstract_model, nnx.Param), mesh, rules)
 
   def init():
     model = build_model(config.model, rngs=nnx.Rngs(config.seed))
@@ -64,11 +85,37 @@ def make_train_state(config, tx):
     return {'params': params, 'opt_state': tx.init(params),
             'step': jnp.zeros((), jnp.int32)}
 
-  return graphdef, init
+  abstract = jax.eval_shape(init)
+  shardings = sharding.state_shardings(abstract, param_shardings, mesh)
+  return TrainState(graphdef, init, abstract, shardings, rules)
 
 
-def merge(graphdef, params):
-  return nnx.merge(graphdef, params)
+def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh):
+  """The jitted step: (state, global batch) -> (new state, metrics).
+
+  The state is donated (updated in place) and keeps `ts.shardings`; metrics
+  are replicated float32 scalars.
+  """
+
+  def train_step(state, batch):
+    def loss_fn(params):
+      return task.loss(nnx.merge(ts.graphdef, params), batch)
+
+    # The rules are read while tracing: activation constraints and the
+    # sharded loss follow the configured layout.
+    with nnx.logical_axis_rules(ts.rules):
+      (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+          state['params'])
+    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
+    params = optax.apply_updates(state['params'], updates)
+    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+                   lr=lr_schedule(state['step']))
+    return ({'params': params, 'opt_state': opt_state,
+             'step': state['step'] + 1}, metrics)
+
+  return jax.jit(train_step, donate_argnums=0,
+                 in_shardings=(ts.shardings, mesh_lib.batch_sharding(mesh)),
+                 out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
 
 
 def shard_batch(batch: dict, sharding) -> dict:
@@ -86,16 +133,31 @@ def pad_batch(batch: dict, size: int) -> dict:
   return out
 
 
-def evaluate(config, task, graphdef, params, mesh, source) -> dict:
-  per_process = config.eval_batch_size // jax.process_count()
-  it, preprocess, _ = pipeline.make_iterator(
+def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
+  """One pass over the eval split; the same metrics on every process."""
+  pc, pi = jax.process_count(), jax.process_index()
+  per_process = config.eval_batch_size // pc
+  it, preprocess, num_records = pipeline.make_iterator(
       config, config.eval_split, train=False, fields=task.fields,
-      batch_size=per_process, process_index=jax.process_index(),
-      process_count=jax.process_count(), source=source)
-  model = merge(graphdef, params)
-  batches = (pad_batch(b, per_process) for b in it)
-  with jax.set_mesh(mesh):
-    return task.evaluate(model, batches, preprocess.tokenizer,
+      batch_size=per_process, process_index=pi, process_count=pc,
+      source=source)
+  # Every process must take part in every (collective) step, even when its
+  # share of the split runs out first: it then feeds fully masked batches.
+  num_batches = -(-(-(-num_records // pc)) // per_process)
+  batch_sharding = mesh_lib.batch_sharding(mesh)
+
+  def batches():
+    done = 0
+    for batch in it:
+      done += 1
+      yield shard_batch(pad_batch(batch, per_process), batch_sharding)
+    for _ in range(num_batches - done):
+      empty = {k: v[:0] for k, v in batch.items()}  # pylint: disable=undefined-loop-variable
+      yield shard_batch(pad_batch(empty, per_process), batch_sharding)
+
+  model = nnx.merge(ts.graphdef, params)
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(ts.rules):
+    return task.evaluate(model, batches(), preprocess.tokenizer, mesh,
                          prefix=config.eval_split)
 
 
@@ -115,29 +177,17 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
   lr_schedule = optim_lib.schedule(config.optimizer, config.total_steps)
-  graphdef, init = make_train_state(config, tx)
-  repl = mesh_lib.replicated(mesh)
-  abstract_state = jax.eval_shape(init)
-  state_shardings = jax.tree.map(lambda _: repl, abstract_state)
+  ts = make_train_state(config, tx, mesh)
+  log(sharding.describe(ts.shardings, ts.abstract) +
+      f' (rules: {config.sharding.rules})')
+  train_step = make_train_step(task, tx, lr_schedule, ts, mesh)
   batch_sharding = mesh_lib.batch_sharding(mesh)
 
-  def train_step(state, batch):
-    def loss_fn(params):
-      return task.loss(merge(graphdef, params), batch)
-
-    (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state['params'])
-    updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
-    params = optax.apply_updates(state['params'], updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
-                   lr=lr_schedule(state['step']))
-    return ({'params': params, 'opt_state': opt_state,
-             'step': state['step'] + 1}, metrics)
-
-  train_step = jax.jit(train_step, donate_argnums=0,
-                       in_shardings=(state_shardings, batch_sharding),
-                       out_shardings=(state_shardings, repl))
-
+  # Process 0 builds the built-in data if it is missing (concurrent builds into
+  # one directory would collide); the others wait for it.
+  if distributed.is_coordinator():
+    pipeline.open_source(config.dataset, config.train_split)
+  distributed.sync('dataset_ready')
   per_process = config.batch_size // jax.process_count()
   train_iter, preprocess, num_train = pipeline.make_iterator(
       config, config.train_split, train=True, fields=task.fields,
@@ -151,15 +201,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if checkpointer.latest_step() is not None:
       abstract = jax.tree.map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          abstract_state, state_shardings)
+          ts.abstract, ts.shardings)
       state, start = checkpointer.restore(abstract, train_iter)
       log(f'Resumed from step {start} in {workdir}')
     else:
-      state = jax.jit(init, out_shardings=state_shardings)()
+      state = jax.jit(ts.init, out_shardings=ts.shardings)()
       start = 0
   num_params = sum(x.size for x in jax.tree.leaves(state['params']))
   log(f'Model: {config.model.name}, {num_params / 1e6:.2f}M parameters; '
-      f'{num_train} training records in this process; '
+      f'{num_train} training records; '
       f'{config.total_steps} steps of batch {config.batch_size}.')
 
   writer = metrics_writer.MetricsWriter(workdir)
@@ -199,12 +249,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
         log(f'Preempted at step {step}: checkpoint saved, exiting.')
         return {}
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
-        ev = evaluate(config, task, graphdef, state['params'], mesh, eval_source)
+        ev = evaluate(config, task, ts, state['params'], mesh, eval_source)
         writer.write(step, ev)
         log(f'step {step:5d}  ' + task.summary(ev, config.eval_split))
     if checkpointer.latest_step() != step:
       checkpointer.save(step, state, train_iter, force=True)
-    final = evaluate(config, task, graphdef, state['params'], mesh, eval_source)
+    final = evaluate(config, task, ts, state['params'], mesh, eval_source)
     writer.write(step, final)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, f'final_{config.eval_split}.json'), 'w') as f:
@@ -226,6 +276,9 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError('Both --config and --workdir are required.')
   logging.set_verbosity(logging.WARNING)
+  # Before anything touches a device: JAX cannot join a multi-process job
+  # afterwards.
+  distributed.initialize(_CONFIG.value.get('distributed'))
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 

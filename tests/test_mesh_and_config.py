@@ -28,6 +28,33 @@ def test_build_mesh_single_device_and_batch_check():
   mesh_lib.check_batch_size(8 * jax.device_count(), mesh)
 
 
+def _fake_devices(n, per_slice, tpu):
+  from types import SimpleNamespace  # pylint: disable=g-import-not-at-top
+  devices = []
+  for i in range(n):
+    d = SimpleNamespace(id=i, process_index=i // per_slice, platform='cpu',
+                        device_kind='cpu')
+    if tpu:
+      d.slice_index = i // per_slice
+    devices.append(d)
+  return devices
+
+
+@pytest.mark.parametrize('tpu', [True, False])
+def test_hybrid_mesh_keeps_dcn_axes_across_slices(tpu):
+  devices = _fake_devices(16, 8, tpu)
+  grid = mesh_lib.device_grid(dict(data=1, fsdp=-1, tensor=2, dcn_data=2),
+                              devices)
+  assert grid.shape == (2, 4, 2)
+  for i in range(2):  # each data index is one whole slice
+    assert {d.process_index for d in grid[i].flat} == {i}
+  with pytest.raises(ValueError, match='need 4 slices but the devices come '
+                     'from 2'):
+    mesh_lib.device_grid(dict(data=-1, dcn_data=2, dcn_fsdp=2), devices)
+  with pytest.raises(ValueError, match='does not divide 16 devices'):
+    mesh_lib.device_grid(dict(data=-1, dcn_data=3), devices)
+
+
 @pytest.mark.parametrize('flag,message', [
     ('--config.totl_steps=3', 'Unknown config key \'totl_steps\''),
     ('--config.optimizer.lrr=3', 'Did you mean "lr"'),

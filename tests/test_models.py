@@ -381,3 +381,50 @@ def test_builds_and_runs_under_eight_device_mesh():
                         cwd=root, env=env, capture_output=True, text=True,
                         timeout=300)
   assert proc.returncode == 0 and 'OK' in proc.stdout, proc.stderr[-3000:]
+
+
+# ------------------------------------------------- remat and scan over layers
+
+
+def _encoder(**kw):
+  from multimodal.models.transformer import Encoder  # pylint: disable=g-import-not-at-top
+  return Encoder(16, 3, 2, rngs=nnx.Rngs(0), **kw)
+
+
+def _loss_and_grads(enc, x):
+  def loss(enc):
+    return jnp.sum(enc(x) ** 2)
+  return nnx.value_and_grad(loss)(enc)
+
+
+@pytest.mark.parametrize('policy', ['full', 'dots', 'dots_no_batch'])
+def test_remat_policies_keep_values_and_grads(policy):
+  x = jax.random.normal(jax.random.key(1), (2, 5, 16))
+  want_loss, want_grads = _loss_and_grads(_encoder(), x)
+  got_loss, got_grads = _loss_and_grads(_encoder(remat=policy), x)
+  np.testing.assert_allclose(got_loss, want_loss, rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5),
+               nnx.to_pure_dict(nnx.state(got_grads)),
+               nnx.to_pure_dict(nnx.state(want_grads)))
+
+
+def test_unknown_remat_policy_is_a_clear_error():
+  with pytest.raises(ValueError, match='remat must be one of'):
+    _encoder(remat='everything')
+
+
+@pytest.mark.parametrize('remat', ['none', 'full'])
+def test_scanned_layers_equal_the_unrolled_stack(remat):
+  x = jax.random.normal(jax.random.key(1), (2, 5, 16))
+  loop = _encoder()
+  scan = _encoder(scan_layers=True, remat=remat)
+  kernel = nnx.state(scan.blocks, nnx.Param)['mlp']['fc1']['kernel']
+  assert kernel.shape == (3, 16, 64)
+  assert kernel.get_metadata()['out_sharding'] == ('layers', 'embed', 'mlp')
+  # Give the scanned stack the unrolled stack's weights, layer by layer.
+  layers = [nnx.state(b, nnx.Param) for b in loop.blocks]
+  nnx.update(scan.blocks, jax.tree.map(lambda *xs: jnp.stack(xs), *layers))
+  nnx.update(scan.norm, nnx.state(loop.norm))
+  np.testing.assert_allclose(scan(x), loop(x), atol=1e-5)
+  np.testing.assert_allclose(_loss_and_grads(scan, x)[0],
+                             _loss_and_grads(loop, x)[0], rtol=1e-5)

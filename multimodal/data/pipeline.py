@@ -113,6 +113,9 @@ class Preprocess:
     # features are computed once (cached) and random placement in time is a
     # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
     feats, free = self._clip_features(data)
+    if self.train and self.cfg.audio_augment:
+      feats, free = audio_lib.augment_features(feats, free, rng,
+                                               **self.cfg.audio_augment)
     shift = int(rng.integers(0, free + 1)) if self.train else free // 2
     return audio_lib.shift_frames(feats, shift)
 
@@ -154,19 +157,27 @@ class Preprocess:
 def make_iterator(config, split: str, *, train: bool, fields: list[str],
                   batch_size: int, process_index: int = 0,
                   process_count: int = 1, source=None):
-  """Returns (iterator, preprocess, num_records_in_this_process_shard).
+  """Returns (iterator, preprocess, number of records in the split).
 
   batch_size is per process. Training repeats forever and drops the last
   partial batch; evaluation makes one pass and keeps it.
+
+  Training order does not depend on the number of processes: the global
+  stream (shuffled, repeated, preprocessed with randomness drawn from the
+  global position) is dealt out round-robin, so process i's k-th batch holds
+  global positions i, i + P, ... of the k-th global batch, and the P
+  processes together see exactly the examples one process would. Evaluation
+  deals one pass out the same way.
   """
   source = source if source is not None else open_source(config.dataset, split)
   ds = grain.MapDataset.source(source)
-  ds = ds[process_index::process_count]
   num_records = len(ds)
   if train:
     ds = ds.shuffle(seed=config.seed).repeat(None)
   preprocess = Preprocess(config.input, fields, train)
+  # Slicing after the (lazy) map: randomness is drawn from global positions.
   ds = ds.random_map(preprocess, seed=config.seed + (0 if train else 1))
+  ds = ds[process_index::process_count]
   ds = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.input.num_threads,
       prefetch_buffer_size=config.input.prefetch))

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal.models.partitioning import axes
+from multimodal.models.partitioning import axes, constrain
 
 ATTENTION_IMPLS = (None, 'xla', 'cudnn')
 
@@ -71,6 +71,8 @@ class MultiHeadAttention(nnx.Module):
     q = self.query(x)  # [B, L, H, K]
     k = self.key(context)  # [B, S, H, K]
     v = self.value(context)
+    names = ('act_batch', 'act_length', 'act_heads', 'act_kv')
+    q, k, v = (constrain(t, names) for t in (q, k, v))
     out = jax.nn.dot_product_attention(
         q, k, v, mask=mask, implementation=self.attention_impl)
     return self.out(out)

@@ -27,6 +27,7 @@ class AudioEncoder(nnx.Module):
                dropout: float = 0.0, activation: str = 'gelu',
                layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
                param_dtype=jnp.float32, attention_impl: str | None = None,
+               remat: str = 'none', scan_layers: bool = False,
                rngs: nnx.Rngs):
     self.width = width  # size of the pooled output
     self.core = PatchTransformer(
@@ -35,7 +36,7 @@ class AudioEncoder(nnx.Module):
         mlp_ratio=mlp_ratio, pool=pool, posemb=posemb, dropout=dropout,
         activation=activation, layernorm_epsilon=layernorm_epsilon,
         dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl,
-        rngs=rngs)
+        remat=remat, scan_layers=scan_layers, rngs=rngs)
 
   def __call__(self, spectrogram: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array, jax.Array]:

@@ -10,6 +10,7 @@ from flax import nnx
 
 from multimodal import losses
 from multimodal import registry
+from multimodal import sharded_losses
 from multimodal.models.builder import build_model, config_to_dict
 from multimodal.models.partitioning import axes
 
@@ -40,8 +41,8 @@ class ContrastiveModel(nnx.Module):
   def __init__(self, *, towers: Mapping[str, Any], embed_dim: int,
                pairs: Sequence[Sequence[str]], inputs: Mapping[str, str],
                loss: str = 'sigmoid', temperature_init: float = 10.0,
-               bias_init: float = -10.0, dtype=None, param_dtype=None,
-               rngs: nnx.Rngs):
+               bias_init: float = -10.0, sharded_loss: bool = True,
+               dtype=None, param_dtype=None, rngs: nnx.Rngs):
     """Builds every tower.
 
     Args:
@@ -55,6 +56,10 @@ class ContrastiveModel(nnx.Module):
       temperature_init: initial logit scale, i.e. the learned log-scale
         starts at log(temperature_init).
       bias_init: initial logit bias (sigmoid loss only).
+      sharded_loss: when a mesh in context splits the batch over several
+        devices, compute the loss with `multimodal.sharded_losses` (SigLIP
+        ring / CLIP local rows), whose memory does not grow with the device
+        count. Same value and gradients as the plain loss.
       dtype: compute dtype given to towers that do not set their own; the
         projections use it too (default float32).
       param_dtype: parameter dtype, likewise (default float32).
@@ -66,6 +71,7 @@ class ContrastiveModel(nnx.Module):
     self.inputs = dict(config_to_dict(inputs))
     self.pairs = tuple(tuple(p) for p in pairs)
     self.loss_type = loss
+    self.sharded_loss = sharded_loss
     for field, tower in self.inputs.items():
       if tower not in towers:
         raise ValueError(f'inputs[{field!r}] names tower {tower!r}, but the '
@@ -132,6 +138,20 @@ class ContrastiveModel(nnx.Module):
       return scale, None
     return scale, self.bias[pair_index].astype(jnp.float32)
 
+  def _loss_fns(self):
+    """(softmax, sigmoid) loss functions for the mesh in context, if any."""
+    mesh = jax.sharding.get_abstract_mesh()
+    axes_ = tuple(a for a in sharded_losses.DEFAULT_BATCH_AXES
+                  if not mesh.empty and a in mesh.shape)
+    if (not self.sharded_loss or not axes_
+        or math.prod(mesh.shape[a] for a in axes_) == 1):
+      return (losses.softmax_contrastive_loss,
+              losses.sigmoid_contrastive_loss)
+    kw = dict(mesh=mesh, batch_axes=axes_)
+    return (lambda a, b, s: sharded_losses.softmax_loss_sharded(a, b, s, **kw),
+            lambda a, b, s, t: sharded_losses.sigmoid_loss_sharded(
+                a, b, s, t, **kw))
+
   def loss(self, embeddings: Mapping[str, jax.Array]
            ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """Sum over pairs of the configured contrastive loss.
@@ -146,6 +166,7 @@ class ContrastiveModel(nnx.Module):
     """
     total = jnp.zeros((), jnp.float32)
     metrics = {}
+    softmax, sigmoid = self._loss_fns()
     for i, (a, b) in enumerate(self.pairs):
       missing = [f for f in (a, b) if f not in embeddings]
       if missing:
@@ -154,11 +175,9 @@ class ContrastiveModel(nnx.Module):
       scale, bias = self.logit_params(i)
       name = pair_name((a, b))
       if self.loss_type == 'softmax':
-        value = losses.softmax_contrastive_loss(embeddings[a], embeddings[b],
-                                                scale)
+        value = softmax(embeddings[a], embeddings[b], scale)
       else:
-        value = losses.sigmoid_contrastive_loss(embeddings[a], embeddings[b],
-                                                scale, bias)
+        value = sigmoid(embeddings[a], embeddings[b], scale, bias)
         metrics[f'logit_bias/{name}'] = bias
       metrics[f'loss/{name}'] = value
       metrics[f'logit_scale/{name}'] = scale

@@ -35,7 +35,8 @@ class TextEncoder(nnx.Module):
                posemb: str = 'learned', dropout: float = 0.0,
                activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, rngs: nnx.Rngs):
+               attention_impl: str | None = None, remat: str = 'none',
+               scan_layers: bool = False, rngs: nnx.Rngs):
     if pool not in POOLS:
       raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
     if posemb not in POSEMBS:
@@ -61,7 +62,8 @@ class TextEncoder(nnx.Module):
     self.encoder = Encoder(width, depth, num_heads, mlp_ratio,
                            activation=activation, dropout=dropout,
                            layernorm_epsilon=layernorm_epsilon,
-                           attention_impl=attention_impl, **kw)
+                           attention_impl=attention_impl, remat=remat,
+                           scan_layers=scan_layers, **kw)
     if pool == 'map':
       self.map_head = MAPHead(width, num_heads, mlp_ratio,
                               activation=activation,

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.attention import MultiHeadAttention
-from multimodal.models.partitioning import axes
+from multimodal.models.partitioning import axes, constrain
 
 
 def _quick_gelu(x):
@@ -66,6 +66,7 @@ class Mlp(nnx.Module):
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """[..., D] -> [..., D] in the compute dtype."""
     x = self.act(self.fc1(x))
+    x = constrain(x, ('act_batch', 'act_length', 'act_mlp'))
     x = self.drop(x, deterministic=deterministic)
     return self.fc2(x)
 
@@ -90,26 +91,58 @@ class EncoderBlock(nnx.Module):
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
                deterministic: bool = True) -> jax.Array:
     """[B, L, D] -> [B, L, D]; `mask` as in MultiHeadAttention."""
+    x = constrain(x, ('act_batch', 'act_length', 'act_embed'))
     y = self.attn(self.norm1(x), mask=mask)
     x = x + self.drop(y, deterministic=deterministic)
     y = self.mlp(self.norm2(x), deterministic=deterministic)
     return x + self.drop(y, deterministic=deterministic)
 
 
+# Rematerialisation policies for Encoder(remat=...): what the backward pass may
+# keep from the forward pass of a block instead of recomputing it.
+REMAT_POLICIES = {
+    'none': None,  # no remat: keep everything (fastest, most memory)
+    'full': jax.checkpoint_policies.nothing_saveable,  # recompute the block
+    'dots': jax.checkpoint_policies.dots_saveable,  # keep matmul outputs
+    'dots_no_batch':  # keep only weight matmuls (not attention scores)
+        jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 class Encoder(nnx.Module):
-  """A stack of `depth` pre-LN EncoderBlocks followed by a final LayerNorm."""
+  """A stack of `depth` pre-LN EncoderBlocks followed by a final LayerNorm.
+
+  remat: a REMAT_POLICIES name, applied per block.
+  scan_layers: store the blocks stacked (leading axis named 'layers') and run
+    them with `nnx.scan`, so compile time does not grow with depth. The
+    parameters then have a different layout from the unrolled stack.
+  """
 
   def __init__(self, width: int, depth: int, num_heads: int,
                mlp_ratio: float = 4, *, activation: str = 'gelu',
                dropout: float = 0.0, layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, rngs: nnx.Rngs):
-    self.blocks = nnx.List([
-        EncoderBlock(width, num_heads, mlp_ratio, activation=activation,
-                     dropout=dropout, layernorm_epsilon=layernorm_epsilon,
-                     dtype=dtype, param_dtype=param_dtype,
-                     attention_impl=attention_impl, rngs=rngs)
-        for _ in range(depth)])
+               attention_impl: str | None = None, remat: str = 'none',
+               scan_layers: bool = False, rngs: nnx.Rngs):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f'remat must be one of {sorted(REMAT_POLICIES)}, got '
+                       f'{remat!r}.')
+    self.remat = remat
+    self.scan_layers = scan_layers
+
+    def block(rngs):
+      return EncoderBlock(width, num_heads, mlp_ratio, activation=activation,
+                          dropout=dropout, layernorm_epsilon=layernorm_epsilon,
+                          dtype=dtype, param_dtype=param_dtype,
+                          attention_impl=attention_impl, rngs=rngs)
+
+    if scan_layers:
+      stack = nnx.split_rngs(splits=depth)(nnx.vmap(
+          block, in_axes=0, out_axes=0,
+          transform_metadata={nnx.PARTITION_NAME: 'layers'}))
+      self.blocks = stack(rngs)
+    else:
+      self.blocks = nnx.List([block(rngs) for _ in range(depth)])
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, dtype=dtype,
                            param_dtype=param_dtype, rngs=rngs)
 
@@ -123,6 +156,15 @@ class Encoder(nnx.Module):
         a query may attend to a key; None attends everywhere.
       deterministic: disables dropout when True.
     """
-    for block in self.blocks:
-      x = block(x, mask, deterministic=deterministic)
+    def apply(x, block):
+      return block(x, mask, deterministic=deterministic)
+
+    if self.remat != 'none':
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
+    if self.scan_layers:
+      x = nnx.scan(apply, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
+          x, self.blocks)
+    else:
+      for block in self.blocks:
+        x = apply(x, block)
     return self.norm(x)

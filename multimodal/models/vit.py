@@ -22,7 +22,8 @@ class ViT(nnx.Module):
                posemb: str = 'learned', dropout: float = 0.0,
                activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, rngs: nnx.Rngs):
+               attention_impl: str | None = None, remat: str = 'none',
+               scan_layers: bool = False, rngs: nnx.Rngs):
     self.width = width  # size of the pooled output
     self.core = PatchTransformer(
         input_size=(image_size, image_size), patch_size=(patch_size,) * 2,
@@ -30,7 +31,7 @@ class ViT(nnx.Module):
         mlp_ratio=mlp_ratio, pool=pool, posemb=posemb, dropout=dropout,
         activation=activation, layernorm_epsilon=layernorm_epsilon,
         dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl,
-        rngs=rngs)
+        remat=remat, scan_layers=scan_layers, rngs=rngs)
 
   def __call__(self, images: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array, jax.Array]:

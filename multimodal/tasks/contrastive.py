@@ -13,6 +13,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
+from multimodal import distributed
 from multimodal import registry
 from multimodal.evaluators import retrieval
 from multimodal.evaluators import zeroshot
@@ -44,17 +45,29 @@ class ContrastiveTask:
 
     return embed
 
-  def evaluate(self, model, batches, tokenizer, prefix='test') -> dict:
-    """batches: iterable of per-process numpy batches with a `mask` field."""
+  def evaluate(self, model, batches, tokenizer, mesh, prefix='test') -> dict:
+    """Zero-shot and retrieval metrics over one pass of the eval split.
+
+    Args:
+      model: the model (parameters may be sharded over `mesh`).
+      batches: global batches (jax.Arrays split over the mesh's batch axes)
+        with a bool `mask` field marking real (not padding) rows.
+      tokenizer: turns a prompt into int32 [L] ids.
+      mesh: the device mesh.
+      prefix: metric name prefix (the split).
+
+    Returns:
+      name -> float, identical on every process.
+    """
     embed = self.embed_fn()
     embs = {f: [] for f in self.fields}
     labels = []
     for batch in batches:
-      keep = batch.pop('mask').astype(bool)
+      keep = distributed.fetch(batch.pop('mask'))
       out = embed(model, batch)
       for f in self.fields:
-        embs[f].append(np.asarray(out[f])[keep])
-      labels.append(batch['label'][keep])
+        embs[f].append(distributed.fetch(out[f])[keep])
+      labels.append(distributed.fetch(batch['label'])[keep])
     embs = {f: np.concatenate(v) for f, v in embs.items()}
     labels = np.concatenate(labels)
     ev = self.config.evals
@@ -68,7 +81,8 @@ class ContrastiveTask:
         continue
       prompts = zeroshot.fill_prompts(templates, classes)
       tokens = np.stack([tokenizer(p) for group in prompts for p in group])
-      text = np.asarray(embed(model, {text_field: tokens})[text_field])
+      text = distributed.fetch(embed(
+          model, {text_field: distributed.replicate(tokens, mesh)})[text_field])
       protos = zeroshot.prototypes_from_prompts(
           text.reshape(len(classes), len(templates), -1))
       metrics[f'{prefix}/zeroshot/{field}'] = zeroshot.accuracy(
