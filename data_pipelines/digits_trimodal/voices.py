@@ -8,14 +8,15 @@ training (neither their accent nor their variant):
   accents   train: en-gb, en-us, en-gb-x-rp, en-gb-x-gbclan, en-029
             validation: en-gb-x-gbcwmd
             test: en-gb-scotland, en-us-nyc
-  variants  train: m2 m3 m4 m6 m7 klatt f1 f2 f4 f5 Annie linda  (12)
+  variants  train: m2 m3 m4 m6 m7 klatt klatt3 Andy f1 f2 f4 f5 Annie linda
+                   Alicia Belinda Steph anika  (18)
             validation: m5 f3
             test: klatt2 Andrea
   speeds    130, 175 words per minute (espeak-ng -s)
   pitches   30, 70 (espeak-ng -p, 0..99)
 
 Clips per split = accents x variants x 2 speeds x 2 pitches x 10 words:
-train 5*12*4*10 = 2400, validation 1*2*4*10 = 80, test 2*2*4*10 = 160.
+train 5*18*4*10 = 3600, validation 1*2*4*10 = 80, test 2*2*4*10 = 160.
 """
 
 WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven',
@@ -50,6 +51,13 @@ VARIANTS = {
     'f5': ('train', 'female5', 'female'),
     'Annie': ('train', 'annie', 'female'),
     'linda': ('train', 'linda', 'female'),
+    # Added for speaker diversity (the test variants are one male, one female).
+    'klatt3': ('train', 'klatt3', 'male'),
+    'Andy': ('train', 'andy', 'male'),
+    'Alicia': ('train', 'alicia', 'female'),
+    'Belinda': ('train', 'belinda', 'female'),
+    'Steph': ('train', 'steph', 'female'),
+    'anika': ('train', 'anika', 'female'),
     'm5': ('validation', 'male5', 'male'),
     'f3': ('validation', 'female3', 'female'),
     'klatt2': ('test', 'klatt2', 'male'),
