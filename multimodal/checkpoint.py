@@ -18,6 +18,7 @@ import threading
 from absl import logging
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 
 
@@ -95,6 +96,20 @@ class PreemptionGuard:
   @property
   def requested(self) -> bool:
     return self._event.is_set()
+
+  def agreed(self) -> bool:
+    """True once any process has been signalled; the same on every process.
+
+    Saving is collective, so processes must stop at the same step even when
+    the signal reaches them at different times. Costs one tiny host
+    all-gather per call when there are several processes.
+    """
+    if jax.process_count() == 1:
+      return self.requested
+    # pylint: disable-next=g-import-not-at-top
+    from jax.experimental import multihost_utils
+    flags = multihost_utils.process_allgather(np.array(self.requested))
+    return bool(np.any(flags))
 
   def restore_handler(self):
     if self._previous is not None:

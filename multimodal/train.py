@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 from typing import Any, Callable
@@ -143,7 +144,7 @@ def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
       source=source)
   # Every process must take part in every (collective) step, even when its
   # share of the split runs out first: it then feeds fully masked batches.
-  num_batches = -(-(-(-num_records // pc)) // per_process)
+  num_batches = math.ceil(math.ceil(num_records / pc) / per_process)
   batch_sharding = mesh_lib.batch_sharding(mesh)
 
   def batches():
@@ -243,9 +244,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f'Loss is {metrics["train/loss"]} at step {step}; lower '
               'config.optimizer.lr or check the inputs.')
         t_last, step_last = now, step
-      if step % config.checkpoint_every == 0 or guard.requested:
-        checkpointer.save(step, state, train_iter, force=guard.requested)
-      if guard.requested:
+      stop = guard.agreed()
+      if step % config.checkpoint_every == 0 or stop:
+        checkpointer.save(step, state, train_iter, force=stop)
+      if stop:
         log(f'Preempted at step {step}: checkpoint saved, exiting.')
         return {}
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:

@@ -103,6 +103,26 @@ print(f'RESULT rank={rank} coordinator={distributed.is_coordinator()} '
   assert seconds < 60
 
 
+def test_preemption_of_one_process_stops_all_at_the_same_step():
+  program = _PREAMBLE + """
+import os, signal
+from multimodal import checkpoint
+guard = checkpoint.PreemptionGuard()
+seen = []
+for step in range(4):
+  if rank == 1 and step == 2:
+    os.kill(os.getpid(), signal.SIGTERM)  # only process 1 is told
+  seen.append(guard.agreed())
+print(f'RESULT rank={rank} requested={guard.requested} agreed={seen}')
+"""
+  proc, _ = _launch(program)
+  assert proc.returncode == 0, proc.stdout + proc.stderr
+  for rank in (0, 1):
+    results = [l for l in _lines(proc.stdout, rank) if l.startswith('RESULT')]
+    assert results == [f'RESULT rank={rank} requested={rank == 1} '
+                       'agreed=[False, False, True, True]'], proc.stdout
+
+
 def test_launcher_stops_everyone_when_one_process_fails():
   # Rank 1 dies before connecting: rank 0 would wait in initialize() for
   # initialization_timeout (300 s); the launcher must stop it right away.
