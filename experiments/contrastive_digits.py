@@ -12,9 +12,11 @@ Variants (``--config experiments/contrastive_digits.py:VARIANT``):
   softmax   CLIP softmax loss.
   tiny      a few steps of a tiny model, for tests and smoke runs.
 
-Expected on a 2-core CPU (default variant): about 6 minutes of training;
-test-split zero-shot accuracy around 9x% for images, 9x% for speech by
-unheard voices, 9x% image-vs-speech. (Figures measured are in README.md.)
+Expected on a 2-core CPU (default variant, 900 steps of batch 128, about
+10 minutes of training with evaluations every 300 steps): test-split
+zero-shot accuracy 98.3% for images, 97.8% for speech by unheard voices,
+98.3% images vs speech (measured 2026-11-23; README.md has the full table).
+At step 600 of the same run: 96.9% / 90.0% / 96.7%.
 """
 import ml_collections as mlc
 
@@ -29,12 +31,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c = mlc.ConfigDict()
   c.task = 'contrastive'
   c.seed = 0
-  c.total_steps = 600
+  c.total_steps = 900
   c.batch_size = 128
   c.eval_batch_size = 128
   c.log_every = 25
-  c.eval_every = 200
-  c.checkpoint_every = 200
+  c.eval_every = 300
+  c.checkpoint_every = 300
   c.checkpoint_keep = 2
   c.train_split = 'train'
   c.eval_split = 'test'
