@@ -23,3 +23,19 @@ def tiny_config(digits_data_dir):
   config = contrastive_digits.get_config('tiny')
   config.dataset.data_dir = digits_data_dir
   return config
+
+
+@pytest.fixture()
+def captioning_tiny_config(digits_data_dir):
+  from experiments import captioning_digits  # pylint: disable=g-import-not-at-top
+  config = captioning_digits.get_config('tiny')
+  config.dataset.data_dir = digits_data_dir
+  return config
+
+
+@pytest.fixture()
+def vqa_tiny_config(digits_data_dir):
+  from experiments import vqa_digits  # pylint: disable=g-import-not-at-top
+  config = vqa_digits.get_config('tiny')
+  config.dataset.data_dir = digits_data_dir
+  return config

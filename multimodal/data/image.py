@@ -11,10 +11,14 @@ class ImageDecodeError(ValueError):
   pass
 
 
-def decode_image(data: bytes, channels: int) -> Image.Image:
-  """Decodes PNG/JPEG/... bytes with Pillow into mode 'L' (1) or 'RGB' (3)."""
+def decode_image(data: bytes | np.ndarray, channels: int) -> Image.Image:
+  """PNG/JPEG/... bytes (decoded with Pillow), or already decoded uint8
+  pixels [H, W] / [H, W, 1 or 3] (what a tfds Image feature reads as), to a
+  Pillow image of mode 'L' (channels 1) or 'RGB' (channels 3)."""
   if channels not in (1, 3):
     raise ValueError(f'channels must be 1 or 3, got {channels}.')
+  if isinstance(data, np.ndarray):
+    return _from_pixels(data).convert('L' if channels == 1 else 'RGB')
   try:
     img = Image.open(io.BytesIO(data))
     img.load()
@@ -23,6 +27,17 @@ def decode_image(data: bytes, channels: int) -> Image.Image:
         f'Could not decode {len(data)} bytes as an image ({e}). The record '
         'is corrupt or not an encoded image (store PNG/JPEG bytes).') from e
   return img.convert('L' if channels == 1 else 'RGB')
+
+
+def _from_pixels(pixels: np.ndarray) -> Image.Image:
+  if pixels.dtype != np.uint8 or not (
+      pixels.ndim == 2 or (pixels.ndim == 3 and pixels.shape[2] in (1, 3))):
+    raise ImageDecodeError(
+        f'Expected uint8 pixels [H, W] or [H, W, 1|3], got {pixels.dtype} '
+        f'{pixels.shape}; store images as encoded bytes or uint8 arrays.')
+  if pixels.ndim == 3 and pixels.shape[2] == 1:
+    pixels = pixels[..., 0]
+  return Image.fromarray(pixels)
 
 
 def to_array(img: Image.Image, size: int, *, rng: np.random.Generator | None

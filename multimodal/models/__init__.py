@@ -6,6 +6,7 @@
 from multimodal.models import audio_encoder  # noqa: F401 (registers)
 from multimodal.models import contrastive  # noqa: F401 (registers)
 from multimodal.models import decoder  # noqa: F401 (registers)
+from multimodal.models import encoder_decoder  # noqa: F401 (registers)
 from multimodal.models import fusion  # noqa: F401 (registers)
 from multimodal.models import text_encoder  # noqa: F401 (registers)
 from multimodal.models import vit  # noqa: F401 (registers)

@@ -1,0 +1,75 @@
+r"""Captioning and VQA on public tfds datasets, by field mapping alone.
+
+  python -m multimodal.train --config experiments/public_datasets.py:NAME \
+      --workdir DIR --config.dataset.data_dir=TFDS_DIR \
+      --config.input.tokenizer=SPM_MODEL
+
+NAME:
+  clevr          VQA (tfds 'clevr' >= 3.1: question_answer/question,
+                 question_answer/answer; one question per image drawn per
+                 example, as images hold different numbers of questions).
+  coco_captions  captioning (tfds 'coco_captions', Karpathy splits:
+                 captions/text, 5-7 references per image).
+
+Both start from the digits encoder-decoder settings (experiments/
+digits_seq2seq.py) with an RGB ViT; nothing here was trained or timed.
+Prepare the data with tfds first, and pass a sentencepiece model trained on
+the dataset's text (pad id 0, eos id 3): the default is the digits one.
+Reading coco_captions needs TensorFlow (its tfds builder calls tf while it
+is constructed), which is not a dependency of this project; clevr does not.
+LibriSpeech is not offered: its tfds builder needs TensorFlow likewise, and
+its utterances (decoded int16 samples, up to ~35 s) do not fit the audio
+front end (encoded clips of at most input.num_frames frames).
+"""
+import ml_collections as mlc
+
+from experiments import digits_seq2seq
+
+NAMES = ('clevr', 'coco_captions')
+
+
+def _rgb_image_model(c: mlc.ConfigDict, image_size: int) -> None:
+  c.input.image_size = image_size
+  c.input.image_channels = 3
+  c.input.augment = None  # spatial questions: no geometric jitter
+  image = c.model.towers.image.to_dict()
+  image.update(image_size=image_size, patch_size=8, channels=3)
+  c.model.towers = dict(image=image)
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  if arg not in NAMES:
+    raise ValueError(f'Unknown dataset {arg!r}: use one of {NAMES}.')
+  c = digits_seq2seq.base_config(set())
+  c.dataset.name = arg
+  c.total_steps = 20000
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.eval_every = 2000
+  c.checkpoint_every = 2000
+  c.eval_split = 'validation'
+  _rgb_image_model(c, image_size=64)
+
+  if arg == 'clevr':
+    c.task = 'vqa'
+    qa = 'question_answer/'
+    c.input.fields = dict(image='image', question=qa + 'question',
+                          answer=qa + 'answer', answer_refs=qa + 'answer')
+    c.input.aligned_fields = ('question', 'answer', 'answer_refs')
+    c.input.aligned_items = 0
+    c.input.max_references = 1
+    c.input.max_text_len = 48
+    c.model.decoder.max_len = 1 + 48 + 8
+    c.vqa = dict(media=('image',), ablate_modalities=False)
+    c.evals.max_new_tokens = 8
+  else:
+    c.task = 'captioning'
+    c.input.fields = dict(image='image', image_text='captions/text',
+                          image_text_refs='captions/text', label='image/id')
+    c.input.max_references = 7
+    c.input.max_text_len = 32
+    c.model.decoder.max_len = 32
+    c.captioning = dict(targets=(('image', 'image_text'),))
+    c.evals.max_new_tokens = 30
+    c.evals.wer_media = ()
+  return c

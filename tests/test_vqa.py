@@ -1,0 +1,166 @@
+"""VQA: aligned question fields, per-type bookkeeping, a real training run."""
+import collections
+
+import jax
+import numpy as np
+import pytest
+
+from multimodal import mesh as mesh_lib
+from multimodal import metrics_writer
+from multimodal import registry
+from multimodal import train
+from multimodal.data import pipeline
+from multimodal.tasks import seq2seq
+from multimodal.tasks import vqa
+
+TYPES = ('written', 'spoken', 'match', 'larger', 'sum')
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _fast_compiles():
+  # Tiny models: XLA optimisation costs more time than it saves.
+  old = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', old)
+
+
+def _texts(tokenizer, ids):
+  return [tokenizer.decode(row) for row in ids.reshape(-1, ids.shape[-1])]
+
+
+def test_accuracy_by_type():
+  got = vqa.accuracy_by_type(
+      ['7', 'Seven', 'no', 'yes', '12'],
+      [['7'], ['6'], ['no'], ['no'], ['12', 'twelve']],
+      ['written', 'spoken', 'match', 'match', 'sum'])
+  # 'Seven' normalises to '7', which is not '6'.
+  assert got == {'all': 0.6, 'written': 1.0, 'spoken': 0.0, 'match': 0.5,
+                 'sum': 1.0}
+  with pytest.raises(ValueError, match='reserved'):
+    vqa.accuracy_by_type(['1'], [['1']], ['all'])
+  with pytest.raises(ValueError, match='one reference list'):
+    vqa.accuracy_by_type(['1', '2'], [['1']], ['sum'])
+
+
+def test_batches_hold_every_question_of_a_record(vqa_tiny_config):
+  config = vqa_tiny_config
+  task = registry.get('task', 'vqa')(config)
+  it, pre, n = pipeline.make_iterator(config, 'test', train=False,
+                                      fields=task.fields, batch_size=3)
+  batch = next(it)
+  length = config.input.max_text_len
+  assert batch['question'].shape == (3, 5, length)
+  assert batch['answer_refs'].shape == (3, 5, 1, length)
+  assert batch['seed'].shape == (3,) and batch['seed'].dtype == np.int32
+  assert n == 360  # records; each holds 5 questions
+  source = pipeline.open_source(config.dataset, 'test')
+  for i in range(3):
+    record = source[i]
+    for field, key in (('question', 'questions'), ('answer', 'answers'),
+                       ('question_type', 'question_types')):
+      assert _texts(pre.tokenizer, batch[field][i]) == [
+          t.decode() for t in record[key]]
+
+
+def test_training_picks_one_aligned_question(vqa_tiny_config):
+  config = vqa_tiny_config
+  config.input.aligned_items = 0
+  task = registry.get('task', 'vqa')(config)
+  it, pre, _ = pipeline.make_iterator(config, 'train', train=True,
+                                      fields=task.fields, batch_size=64)
+  batch = next(it)
+  assert batch['question'].shape == (64, config.input.max_text_len)
+  triples = list(zip(*(_texts(pre.tokenizer, batch[f])
+                       for f in ('question_type', 'question', 'answer'))))
+  questions = {}
+  for kind, question, answer in triples:
+    assert questions.setdefault(kind, question) == question  # same type
+    if kind in ('written', 'spoken', 'sum'):
+      assert answer.isdigit()
+    if kind == 'match':
+      assert answer in ('yes', 'no')
+  assert set(questions) == set(TYPES)  # all picked among 64 examples
+  assert len(set(batch['seed'].tolist())) == 64
+
+
+def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
+                                                       monkeypatch):
+  """Oracle answers with every modality, '0' with the image masked, and
+  'no' with the audio masked: the metrics must match counts taken from the
+  raw records, with the padding rows of the last batch left out."""
+  config = vqa_tiny_config
+  task = registry.get('task', 'vqa')(config)
+  pre = pipeline.Preprocess(config.input, ['answer'], train=False)
+
+  def predictor(masked):
+    fixed = {('image',): '0', ('audio',): 'no'}.get(masked)
+
+    def predict(model, batch):
+      del model
+      prompt = seq2seq.bos_prompt(vqa.flat_questions(batch['question']))
+      if fixed is None:
+        answer = vqa.flat_questions(batch['answer'])
+      else:
+        answer = np.broadcast_to(pre.tokenizer(fixed),
+                                 (prompt.shape[0], config.input.max_text_len))
+      return seq2seq.join(prompt, answer)
+    return predict
+
+  monkeypatch.setattr(task, 'predict_fn', predictor)
+  mesh = mesh_lib.build_mesh(config.mesh)
+  it, _, n = pipeline.make_iterator(config, 'test', train=False,
+                                    fields=task.fields, batch_size=64)
+  assert n % 64  # the last batch is padded
+  batches = (train.shard_batch(train.pad_batch(b, 64),
+                               mesh_lib.batch_sharding(mesh)) for b in it)
+  metrics = task.evaluate(None, batches, pre.tokenizer, mesh, prefix='test')
+
+  counts, zeros, nos = (collections.Counter() for _ in range(3))
+  for record in pipeline.open_source(config.dataset, 'test'):
+    for kind, answer in zip(record['question_types'], record['answers']):
+      kind, answer = kind.decode(), answer.decode()
+      counts[kind] += 1
+      zeros[kind] += answer == '0'
+      nos[kind] += answer == 'no'
+  assert metrics['test/num_examples'] == sum(counts.values()) == 5 * n
+  for kind in TYPES:
+    assert metrics[f'test/vqa_count/{kind}'] == counts[kind]
+    assert metrics[f'test/vqa/full/{kind}'] == 1.0
+    assert metrics[f'test/vqa/masked_image/{kind}'] == pytest.approx(
+        zeros[kind] / counts[kind])
+    assert metrics[f'test/vqa/masked_audio/{kind}'] == pytest.approx(
+        nos[kind] / counts[kind])
+  assert 0 < metrics['test/vqa/masked_audio/match'] < 1
+  assert metrics['test/vqa/full/all'] == 1.0
+  assert 'full' in task.summary(metrics, 'test')
+
+
+def test_bad_configs_are_clear_errors(vqa_tiny_config):
+  config = vqa_tiny_config
+  config.model.decoder.max_len = 12
+  with pytest.raises(ValueError, match='max_len'):
+    registry.get('task', 'vqa')(config)
+  config.model.decoder.max_len = 20
+  config.vqa.media = ('image', 'video')
+  with pytest.raises(ValueError, match='towers'):
+    registry.get('task', 'vqa')(config)
+
+
+def test_tiny_training_lowers_the_loss_and_reports_metrics(vqa_tiny_config,
+                                                           tmp_path):
+  config = vqa_tiny_config
+  config.total_steps = 20
+  config.log_every = 1
+  config.checkpoint_every = 1000
+  config.optimizer.lr = 3e-3
+  config.eval_split = 'validation'  # 179 records: a faster evaluation
+  final = train.train_and_evaluate(config, str(tmp_path))
+  losses = [m['train/loss'] for m in metrics_writer.read_metrics(
+      str(tmp_path)) if 'train/loss' in m]
+  assert len(losses) == 20
+  assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+  for condition in ('full', 'masked_image', 'masked_audio'):
+    for kind in TYPES + ('all',):
+      assert 0.0 <= final[f'validation/vqa/{condition}/{kind}'] <= 1.0
+  assert final['validation/num_examples'] == 5 * 179
