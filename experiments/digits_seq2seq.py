@@ -6,12 +6,16 @@ from `base_config` and set their task, fields and schedule. Variant flags
   tiny        a few steps of a tiny model, for tests and smoke runs.
   perceiver   perceiver-resampler fusion instead of concatenated tokens.
   bottleneck  MBT bottleneck fusion instead of concatenated tokens.
+  finetune    start the image and audio towers from a contrastive export
+              (config.init_from.path, default exports/contrastive_digits:
+              `make demo` then `python -m multimodal.export --workdir
+              workdirs/demo --out exports/contrastive_digits`).
 """
 import ml_collections as mlc
 
-from multimodal import distributed
+from experiments import digits_defaults
 
-FLAGS = ('tiny', 'perceiver', 'bottleneck')
+FLAGS = ('tiny', 'perceiver', 'bottleneck', 'finetune')
 
 
 def parse_variant(arg: str | None, extra: tuple[str, ...] = ()) -> set[str]:
@@ -28,48 +32,13 @@ def parse_variant(arg: str | None, extra: tuple[str, ...] = ()) -> set[str]:
 
 def base_config(flags: set[str]) -> mlc.ConfigDict:
   """Trainer, data, model and optimizer settings common to both tasks."""
-  c = mlc.ConfigDict()
-  c.seed = 0
-  c.log_every = 25
-  c.checkpoint_keep = 2
-  c.train_split = 'train'
-  c.eval_split = 'test'
-  c.mesh = dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1,
-                dcn_tensor=1)
-  c.sharding = dict(rules='data_parallel', overrides=())
-  c.distributed = distributed.default_config()
-  c.dataset = dict(name='digits_trimodal', data_dir=mlc.FieldReference(
-      None, field_type=str))
-
-  c.input = mlc.ConfigDict()
-  c.input.image_size = 16
-  c.input.image_channels = 1
-  c.input.augment = dict(max_shift=0.1, max_scale=0.1, max_rotate=10.0)
-  c.input.num_frames = 96
-  c.input.num_mels = 64
-  # Voice perturbations for generalising to unheard speakers (training only).
-  c.input.audio_augment = dict(max_stretch=0.15, max_freq_shift=3,
-                               max_time_mask=8, max_freq_mask=8, max_tilt=0.0)
-  c.input.audio_cache_size = 20000
-  c.input.tokenizer = mlc.FieldReference(None, field_type=str)
-  c.input.skip_corrupt = False
-  c.input.num_threads = 2
-  c.input.prefetch = 64
-  c.input.num_workers = 0
-
-  width, depth, heads = 128, 2, 4
-  tower = dict(width=width, depth=depth, num_heads=heads, mlp_ratio=4)
+  c = digits_defaults.base_config()
+  width = 128
   # Pooled outputs are unused here, so 'mean' pooling (no parameters).
   c.model = dict(
       name='encoder_decoder',
       width=width,
-      towers=dict(
-          image=dict(name='vit', image_size=16, patch_size=4, channels=1,
-                     pool='mean', posemb='learned', **tower),
-          audio=dict(name='audio_transformer', num_frames=96, num_mels=64,
-                     patch_size=(16, 16), pool='mean', posemb='sincos2d',
-                     **tower),
-      ),
+      towers=digits_defaults.towers(pool='mean', width=width),
       fusion=dict(name='concat'),
       modality_dropout=0.0,
       # A narrower decoder: it runs over every prompt and target token, so
@@ -79,14 +48,18 @@ def base_config(flags: set[str]) -> mlc.ConfigDict:
   )
   if 'perceiver' in flags:
     c.model.fusion = dict(name='perceiver_resampler', depth=1,
-                          num_heads=heads, num_latents=16)
+                          num_heads=4, num_latents=16)
   if 'bottleneck' in flags:
-    c.model.fusion = dict(name='bottleneck', depth=1, num_heads=heads,
+    c.model.fusion = dict(name='bottleneck', depth=1, num_heads=4,
                           num_latents=4)
 
-  c.optimizer = dict(name='adamw', lr=1e-3, b1=0.9, b2=0.95,
-                     weight_decay=1e-4, warmup_steps=50, clip_norm=1.0,
-                     final_fraction=0.01)
+  if 'finetune' in flags:
+    # The towers' encoders from the contrastive model; its attention-pooling
+    # heads are not used here (tokens, not pooled vectors, feed the fusion).
+    c.init_from.path = 'exports/contrastive_digits'
+    c.init_from.include = ('^towers/(image|audio)/',)
+    c.init_from.exclude = ('map_head',)
+
   c.evals = dict(max_new_tokens=6, beam_size=1, alpha=0.6)
   return c
 

@@ -1,12 +1,29 @@
-"""Shared fixtures: the built-in dataset built once per test session (worker)."""
-import os
+"""Shared fixtures: the built-in dataset built once per test session (worker),
+tiny experiment configs on it, and fast compiles for tiny models."""
+import importlib
 
 from absl import flags
+import jax
 import pytest
 
 # grain and absl-based code read flags; tests run without absl.app.
 if not flags.FLAGS.is_parsed():
   flags.FLAGS.mark_as_parsed()
+
+
+@pytest.fixture(scope='module')
+def fast_compiles():
+  """Skips XLA optimisation passes for one test module.
+
+  For tiny models they cost more compile time than they save at run time.
+  The flag is read at compile time, so restoring it afterwards leaves other
+  modules unaffected. Use: pytestmark = pytest.mark.usefixtures(
+  'fast_compiles').
+  """
+  old = jax.config.read('jax_disable_most_optimizations')
+  jax.config.update('jax_disable_most_optimizations', True)
+  yield
+  jax.config.update('jax_disable_most_optimizations', old)
 
 
 @pytest.fixture(scope='session')
@@ -17,25 +34,24 @@ def digits_data_dir(tmp_path_factory):
   return data_dir
 
 
+def _tiny(experiment: str, data_dir: str):
+  """The 'tiny' variant of experiments/<experiment>.py on the test data."""
+  config = importlib.import_module(f'experiments.{experiment}').get_config(
+      'tiny')
+  config.dataset.data_dir = data_dir
+  return config
+
+
 @pytest.fixture()
 def tiny_config(digits_data_dir):
-  from experiments import contrastive_digits  # pylint: disable=g-import-not-at-top
-  config = contrastive_digits.get_config('tiny')
-  config.dataset.data_dir = digits_data_dir
-  return config
+  return _tiny('contrastive_digits', digits_data_dir)
 
 
 @pytest.fixture()
 def captioning_tiny_config(digits_data_dir):
-  from experiments import captioning_digits  # pylint: disable=g-import-not-at-top
-  config = captioning_digits.get_config('tiny')
-  config.dataset.data_dir = digits_data_dir
-  return config
+  return _tiny('captioning_digits', digits_data_dir)
 
 
 @pytest.fixture()
 def vqa_tiny_config(digits_data_dir):
-  from experiments import vqa_digits  # pylint: disable=g-import-not-at-top
-  config = vqa_digits.get_config('tiny')
-  config.dataset.data_dir = digits_data_dir
-  return config
+  return _tiny('vqa_digits', digits_data_dir)

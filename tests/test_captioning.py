@@ -11,13 +11,7 @@ from multimodal.data import pipeline
 from multimodal.tasks import seq2seq
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  # Tiny models: XLA optimisation costs more time than it saves.
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _eval_batches(config, task, batch_size):

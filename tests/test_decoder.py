@@ -27,13 +27,7 @@ MEMORY = jax.random.normal(jax.random.key(1), (3, 4, 8))
 MEMORY_MASK = jnp.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  # As in test_models: XLA optimisation costs more than it saves here.
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 @functools.lru_cache(maxsize=None)

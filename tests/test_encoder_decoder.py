@@ -24,12 +24,7 @@ AUDIO = jax.random.normal(jax.random.key(1), (B, 16, 8))
 TOKENS = jnp.array([[2, 5, 6, 3], [2, 7, 3, 0], [2, 9, 9, 9]], jnp.int32)
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _config(fusion='concat', **kw):

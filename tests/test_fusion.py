@@ -26,12 +26,7 @@ MASK = jnp.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
 NOISE = 5 * jax.random.normal(jax.random.key(2), (B, M, DM))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 @functools.lru_cache(maxsize=None)

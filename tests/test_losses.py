@@ -7,13 +7,7 @@ import pytest
 from multimodal import losses
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  # Tiny programs: skip XLA optimisation passes; restored for other modules.
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _np_log_softmax(x, axis):

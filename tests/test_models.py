@@ -39,15 +39,7 @@ RULES = (('embed', 'fsdp'), ('mlp', 'tensor'), ('heads', 'tensor'),
          ('norm', None), ('proj', None))
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  # XLA optimisation passes cost more than they save for these tiny models;
-  # the flag is read at compile time, so restoring it keeps other modules
-  # unaffected.
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _tokens():

@@ -16,13 +16,7 @@ from multimodal.tasks import vqa
 TYPES = ('written', 'spoken', 'match', 'larger', 'sum')
 
 
-@pytest.fixture(autouse=True, scope='module')
-def _fast_compiles():
-  # Tiny models: XLA optimisation costs more time than it saves.
-  old = jax.config.read('jax_disable_most_optimizations')
-  jax.config.update('jax_disable_most_optimizations', True)
-  yield
-  jax.config.update('jax_disable_most_optimizations', old)
+pytestmark = pytest.mark.usefixtures('fast_compiles')
 
 
 def _texts(tokenizer, ids):

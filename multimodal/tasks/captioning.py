@@ -78,32 +78,19 @@ class CaptioningTask:
   def predict_fn(self, media: str):
     """Jitted (model, batch) -> ids int32 [B, 1 + N] (BOS, then the text
     generated from `media` alone)."""
-    ev = self.config.evals
+    evals = self.config.evals
 
     @jax.jit
     def predict(model, batch):
       memory, mask = model.encode({media: batch[media]})
       prompt = seq2seq.bos_prompt(batch=memory.shape[0])
-      return seq2seq.generate_tokens(
-          model.decoder, prompt, memory, mask,
-          max_new_tokens=ev.max_new_tokens, beam_size=ev.beam_size,
-          alpha=ev.alpha)
+      return seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
+                                     evals)
 
     return predict
 
   def evaluate(self, model, batches, tokenizer, mesh, prefix='test') -> dict:
-    """Decodes every target over one pass of the eval split and scores it.
-
-    Args:
-      model: the EncoderDecoder (parameters may be sharded over `mesh`).
-      batches: global batches with a bool `mask` field marking real rows.
-      tokenizer: multimodal.data.text.Tokenizer (decodes ids).
-      mesh: the device mesh (unused: every input comes in the batches).
-      prefix: metric name prefix (the split).
-
-    Returns:
-      name -> float, identical on every process.
-    """
+    """Decodes every target over one pass of the eval split and scores it. (See multimodal/tasks/__init__.py.)"""
     del mesh
     predict = {m: self.predict_fn(m) for m, _ in self.targets}
     preds = {m: [] for m, _ in self.targets}

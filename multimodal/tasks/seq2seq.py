@@ -86,9 +86,14 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
 
 
 def generate_tokens(decoder, prompt: jax.Array, memory: jax.Array,
-                    memory_mask: jax.Array, *, max_new_tokens: int,
-                    beam_size: int = 1, alpha: float = 0.6) -> jax.Array:
-  """int32 [B, P + max_new_tokens]: greedy (beam_size 1) or the best beam."""
+                    memory_mask: jax.Array, evals) -> jax.Array:
+  """int32 [B, P + max_new_tokens]: greedy (beam_size 1) or the best beam.
+
+  `evals` is config.evals: max_new_tokens, beam_size, alpha (the beam
+  length penalty).
+  """
+  max_new_tokens, beam_size, alpha = (evals.max_new_tokens, evals.beam_size,
+                                      evals.alpha)
   if beam_size > 1:
     return generate.beam_search(
         decoder, prompt, memory=memory, memory_mask=memory_mask,

@@ -127,7 +127,7 @@ class VqaTask:
   def predict_fn(self, masked: tuple[str, ...]):
     """Jitted (model, batch) -> answer ids [B, P + N], `masked` media absent
     for every example."""
-    ev, media = self.config.evals, self.media
+    evals, media = self.config.evals, self.media
 
     @jax.jit
     def predict(model, batch):
@@ -136,26 +136,13 @@ class VqaTask:
       memory, mask = model.encode({m: batch[m] for m in media}, present)
       memory, mask = per_question(batch['question'], memory, mask)
       prompt = seq2seq.bos_prompt(flat_questions(batch['question']))
-      return seq2seq.generate_tokens(
-          model.decoder, prompt, memory, mask,
-          max_new_tokens=ev.max_new_tokens, beam_size=ev.beam_size,
-          alpha=ev.alpha)
+      return seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
+                                     evals)
 
     return predict
 
   def evaluate(self, model, batches, tokenizer, mesh, prefix='test') -> dict:
-    """Answers every question of the eval pass under every condition.
-
-    Args:
-      model: the EncoderDecoder (parameters may be sharded over `mesh`).
-      batches: global batches with a bool `mask` field marking real rows.
-      tokenizer: multimodal.data.text.Tokenizer (decodes ids).
-      mesh: the device mesh (unused: every input comes in the batches).
-      prefix: metric name prefix (the split).
-
-    Returns:
-      name -> float, identical on every process.
-    """
+    """Answers every question of the eval pass under every condition. (See multimodal/tasks/__init__.py.)"""
     del mesh
     predict = {c: self.predict_fn(m) for c, m in self.conditions.items()}
     answers = {c: [] for c in self.conditions}
