@@ -1,1 +1,8 @@
 """multimodal: a JAX framework for models that see, hear, read and write."""
+
+
+def load_pretrained(path: str, shardings=None):
+  """Loads an export (see multimodal.pretrained.load_pretrained)."""
+  # Imported on use: `import multimodal` stays cheap (no jax/flax import).
+  from multimodal import pretrained  # pylint: disable=g-import-not-at-top
+  return pretrained.load_pretrained(path, shardings)

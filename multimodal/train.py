@@ -37,6 +37,7 @@ from multimodal import distributed
 from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
 from multimodal import optimizer as optim_lib
+from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
 from multimodal.data import pipeline
@@ -91,15 +92,23 @@ def make_train_state(config, tx, mesh) -> TrainState:
   return TrainState(graphdef, init, abstract, shardings, rules)
 
 
-def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh):
+def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
+                    config_opt=None):
   """The jitted step: (state, global batch) -> (new state, metrics).
 
   The state is donated (updated in place) and keeps `ts.shardings`; metrics
-  are replicated float32 scalars.
+  are replicated float32 scalars. `config_opt` (config.optimizer) names the
+  frozen parameters, if any.
   """
+  config_opt = config_opt or {}
+
+  frozen = optim_lib.frozen_mask(config_opt, ts.abstract['params'])
 
   def train_step(state, batch):
     def loss_fn(params):
+      # No backward pass through frozen parameters (e.g. a locked tower).
+      params = jax.tree.map(
+          lambda p, f: jax.lax.stop_gradient(p) if f else p, params, frozen)
       return task.loss(nnx.merge(ts.graphdef, params), batch)
 
     # The rules are read while tracing: activation constraints and the
@@ -117,6 +126,31 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh):
   return jax.jit(train_step, donate_argnums=0,
                  in_shardings=(ts.shardings, mesh_lib.batch_sharding(mesh)),
                  out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
+
+
+def read_init_from(config, ts: TrainState) -> dict:
+  """{param path: NumPy array} that config.init_from selects (logged)."""
+  arrays, notes = pretrained.init_from(config.init_from, config.model,
+                                       ts.abstract['params'])
+  flat = pretrained.flatten(ts.abstract['params'])
+  loaded = sum(v.size for v in arrays.values())
+  total = sum(v.size for v in flat.values())
+  log(f'init_from {config.init_from.path}: {len(arrays)} of {len(flat)} '
+      f'parameter arrays ({loaded / 1e6:.2f}M of {total / 1e6:.2f}M values)'
+      + ''.join(f'; {n}' for n in notes))
+  return arrays
+
+
+def place_init_from(arrays: dict, ts: TrainState, state: dict) -> dict:
+  """`state` with `arrays` (read_init_from) as its parameters, placed on
+  their shardings. The optimizer state stays as initialised (Adam's moments
+  start at zero whatever the parameters)."""
+  flat = pretrained.flatten(state['params'])
+  flat_shardings = pretrained.flatten(ts.shardings['params'])
+  for key, value in arrays.items():
+    flat[key] = jax.device_put(value.astype(flat[key].dtype),
+                               flat_shardings[key])
+  return dict(state, params=pretrained.unflatten_like(flat, state['params']))
 
 
 def shard_batch(batch: dict, sharding) -> dict:
@@ -181,7 +215,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   ts = make_train_state(config, tx, mesh)
   log(sharding.describe(ts.shardings, ts.abstract) +
       f' (rules: {config.sharding.rules})')
-  train_step = make_train_step(task, tx, lr_schedule, ts, mesh)
+  train_step = make_train_step(task, tx, lr_schedule, ts, mesh,
+                               config.optimizer)
+  groups = optim_lib.group_sizes(config.optimizer, ts.abstract['params'])
+  if len(groups) > 1:
+    log('Parameter groups (values): ' + ', '.join(
+        f'{k} {v / 1e6:.2f}M' for k, v in sorted(groups.items())))
   batch_sharding = mesh_lib.batch_sharding(mesh)
 
   # Process 0 builds the built-in data if it is missing (concurrent builds into
@@ -198,8 +237,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
   checkpointer = ckpt_lib.Checkpointer(workdir,
                                        max_to_keep=config.checkpoint_keep)
+  fresh = checkpointer.latest_step() is None
+  init_arrays = None
+  if fresh and config.get('init_from') and config.init_from.get('path'):
+    # Read on the host, outside the mesh context (the source model is built
+    # abstractly to find its position grids).
+    init_arrays = read_init_from(config, ts)
   with jax.set_mesh(mesh):
-    if checkpointer.latest_step() is not None:
+    if not fresh:
       abstract = jax.tree.map(
           lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
           ts.abstract, ts.shardings)
@@ -208,6 +253,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     else:
       state = jax.jit(ts.init, out_shardings=ts.shardings)()
       start = 0
+      if init_arrays is not None:
+        state = place_init_from(init_arrays, ts, state)
   num_params = sum(x.size for x in jax.tree.leaves(state['params']))
   log(f'Model: {config.model.name}, {num_params / 1e6:.2f}M parameters; '
       f'{num_train} training records; '

@@ -1,0 +1,398 @@
+"""Pretrained parameters: reading exports and checkpoints, partial init.
+
+Where parameters come from (any of these paths works everywhere below):
+  an export directory   written by `python -m multimodal.export` (params/,
+                        model.json, ...; see multimodal/export.py);
+  a training workdir    its latest checkpoint (checkpoints/<step>/state);
+  a checkpoint step     .../checkpoints/<step>.
+
+Parameters are addressed by '/'-joined paths of the model's parameter tree,
+e.g. 'towers/image/core/encoder/blocks/0/attn/query/kernel'; every regex
+below is matched against such a path (re.search).
+
+`init_from` (a config block, applied by the trainer when a run starts fresh):
+  path        where the parameters come from (as above).
+  include     regexes: the target parameters to load (default: all).
+  exclude     regexes: target parameters to keep at their initialisation.
+  rename      ((pattern, replacement), ...) applied to the SOURCE paths
+              first (re.sub, in order), e.g. (('^towers/audio/', 'towers/speech/'),).
+  resample_posemb  resample learned 2-D position tables when the patch grid
+              differs (another image or spectrogram size); 1-D tables (text)
+              are cut when the target is shorter.
+Every selected target parameter must exist in the source with the same shape
+(after resampling), and every source parameter that the selection names
+must exist in the target: otherwise one error lists all missing, unexpected
+and mismatched parameters.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+from typing import Any, Iterable, Mapping
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import orbax.checkpoint as ocp
+
+from multimodal.models import build_model
+from multimodal.models.patch_transformer import PatchTransformer
+from multimodal.models.posemb import LearnedPosEmb
+
+PARAMS_DIR = 'params'
+MODEL_JSON = 'model.json'
+CONFIG_JSON = 'config.json'
+PREPROCESS_JSON = 'preprocess.json'
+TOKENIZER = 'tokenizer.model'
+METRICS_JSON = 'metrics.json'
+
+
+# --------------------------------------------------------------- paths ---
+
+def _key_str(key) -> str:
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def path_str(path: Iterable[Any]) -> str:
+  """A jax key path (or tuple of keys) -> 'a/b/0/c'."""
+  return '/'.join(_key_str(k) for k in path)
+
+
+def flatten(tree) -> dict[str, Any]:
+  """{'a/b/0/c': leaf} for every leaf of a (nested dict) parameter tree."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {path_str(p): leaf for p, leaf in leaves}
+
+
+def unflatten_like(flat: Mapping[str, Any], reference):
+  """The tree of `reference`'s structure with leaves taken from `flat`."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(reference)
+  return jax.tree_util.tree_unflatten(
+      treedef, [flat[path_str(p)] for p, _ in leaves])
+
+
+# ------------------------------------------------------------- reading ---
+
+def abstract_model(model_config) -> nnx.Module:
+  """The model with ShapeDtypeStruct parameters (nothing initialised), not
+  placed on any mesh (whatever mesh is in context)."""
+  with nnx.use_eager_sharding(False):
+    return nnx.eval_shape(lambda: build_model(model_config,
+                                              rngs=nnx.Rngs(0)))
+
+
+def _state_dir(path: str) -> str:
+  """The orbax directory holding a parameter tree under `path`."""
+  path = os.path.abspath(os.path.expanduser(path))
+  if os.path.isdir(os.path.join(path, PARAMS_DIR)):
+    return os.path.join(path, PARAMS_DIR)
+  if os.path.isdir(os.path.join(path, 'state')):  # a checkpoint step
+    return os.path.join(path, 'state')
+  ckpts = os.path.join(path, 'checkpoints')
+  if os.path.isdir(ckpts):
+    steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
+    if steps:
+      return os.path.join(ckpts, str(steps[-1]), 'state')
+  raise FileNotFoundError(
+      f'No parameters at {path}: expected an export directory (with '
+      f'{PARAMS_DIR}/), a training workdir (with checkpoints/<step>/) or a '
+      'checkpoint step directory (with state/).')
+
+
+def _model_config_of(path: str) -> dict:
+  """The model config saved beside the parameters (export or workdir)."""
+  path = os.path.abspath(os.path.expanduser(path))
+  for candidate, key in ((os.path.join(path, MODEL_JSON), None),
+                         (os.path.join(path, CONFIG_JSON), 'model'),
+                         (os.path.join(path, '..', '..', CONFIG_JSON),
+                          'model')):
+    if os.path.exists(candidate):
+      with open(candidate) as f:
+        config = json.load(f)
+      return config[key] if key else config
+  raise FileNotFoundError(f'No {MODEL_JSON} or {CONFIG_JSON} found for {path}.')
+
+
+def read_params(path: str, shardings=None):
+  """The parameter tree (nested dicts) saved at `path`.
+
+  Args:
+    path: an export, a workdir or a checkpoint step (see the module doc).
+    shardings: None to read NumPy arrays on the host; or a tree of
+      jax.sharding.Sharding matching the saved tree to read each array
+      straight onto its devices (any mesh: orbax reshards on read).
+
+  Returns:
+    The parameters: NumPy arrays, or jax.Arrays with `shardings`.
+  """
+  state_dir = _state_dir(path)
+  checkpointer = ocp.PyTreeCheckpointer()
+  meta = checkpointer.metadata(state_dir)
+  tree = getattr(meta, 'item_metadata', meta)
+  tree = getattr(tree, 'tree', tree)
+  is_train_state = PARAMS_DIR in tree and 'opt_state' in tree
+  abstract = tree[PARAMS_DIR] if is_train_state else tree
+  if shardings is None:
+    restore_args = jax.tree.map(
+        lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
+  else:
+    # By path: the saved tree names list items '0', nnx trees use 0.
+    by_path = flatten(shardings)
+
+    def restore_arg(path, m):
+      key = path_str(path)
+      if key not in by_path:
+        raise ValueError(f'No sharding given for parameter {key} of '
+                         f'{state_dir}.')
+      return ocp.ArrayRestoreArgs(sharding=by_path[key],
+                                  global_shape=m.shape, dtype=m.dtype)
+
+    restore_args = jax.tree_util.tree_map_with_path(restore_arg, abstract)
+  item = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype),
+                      abstract)
+  if is_train_state:  # only the parameters of a train state
+    item, restore_args = {PARAMS_DIR: item}, {PARAMS_DIR: restore_args}
+  restored = checkpointer.restore(
+      state_dir, args=ocp.args.PyTreeRestore(
+          item=item, restore_args=restore_args,
+          partial_restore=is_train_state))
+  return restored[PARAMS_DIR] if is_train_state else restored
+
+
+@dataclasses.dataclass
+class Pretrained:
+  """A loaded export.
+
+  params: the parameter tree (NumPy arrays, or jax.Arrays when loaded with
+    shardings). model_config: the `build_model` config. config: the
+  experiment config that trained it (ConfigDict, for its input settings).
+  preprocess: the input settings to feed it (image size, log-mel, text
+  length, tokenizer). tokenizer: path to the sentencepiece model. metrics:
+  evaluation metrics at export time.
+  """
+  path: str
+  params: Any
+  model_config: dict
+  config: mlc.ConfigDict | None
+  preprocess: dict
+  tokenizer: str | None
+  metrics: dict
+
+  def build_model(self, **overrides) -> nnx.Module:
+    """The NNX model with these parameters; `overrides` change the model
+    config (e.g. dtype) but not parameter shapes."""
+    config = {**self.model_config, **overrides}
+    model = abstract_model(config)
+    # Built abstractly (no initialisation cost); any non-parameter state
+    # (dropout RNG streams) stays abstract, so use the model for inference.
+    graphdef, state, rest = nnx.split(model, nnx.Param, ...)
+    check_same_tree(flatten(nnx.to_pure_dict(state)), flatten(self.params),
+                    where=self.path)
+    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, self.params))
+    return nnx.merge(graphdef, state, rest)
+
+
+def _read_json(path: str, default=None):
+  if not os.path.exists(path):
+    return default
+  with open(path) as f:
+    return json.load(f)
+
+
+def load_pretrained(path: str, shardings=None) -> Pretrained:
+  """Loads an export written by `python -m multimodal.export`.
+
+  Also accepts a training workdir or checkpoint step (then preprocess and
+  tokenizer come from its config.json). `shardings` as in read_params.
+  """
+  path = os.path.abspath(os.path.expanduser(path))
+  params = read_params(path, shardings)
+  model_config = _model_config_of(path)
+  config = _read_json(os.path.join(path, CONFIG_JSON))
+  if config is None:
+    config = _read_json(os.path.join(path, '..', '..', CONFIG_JSON))
+  config = mlc.ConfigDict(config) if config is not None else None
+  preprocess = _read_json(os.path.join(path, PREPROCESS_JSON))
+  if preprocess is None and config is not None:
+    preprocess = config.input.to_dict()
+  tokenizer = os.path.join(path, TOKENIZER)
+  if not os.path.exists(tokenizer):
+    tokenizer = (preprocess or {}).get('tokenizer')
+  return Pretrained(path=path, params=params, model_config=model_config,
+                    config=config, preprocess=preprocess or {},
+                    tokenizer=tokenizer,
+                    metrics=_read_json(os.path.join(path, METRICS_JSON), {}))
+
+
+def check_same_tree(expected: Mapping[str, Any], got: Mapping[str, Any],
+                    where: str) -> None:
+  """Raises one error naming every missing/unexpected/reshaped parameter."""
+  problems = _problems(
+      missing=sorted(set(expected) - set(got)),
+      unexpected=sorted(set(got) - set(expected)),
+      mismatched=[(k, tuple(got[k].shape), tuple(expected[k].shape))
+                  for k in sorted(set(expected) & set(got))
+                  if tuple(got[k].shape) != tuple(expected[k].shape)])
+  if problems:
+    raise ValueError(f'The parameters at {where} do not fit the model:\n'
+                     + problems)
+
+
+def _problems(missing, unexpected, mismatched, limit: int = 25) -> str:
+  lines = []
+  for title, items in (('missing (the model has them, the source does not)',
+                        missing),
+                       ('unexpected (the source has them, the model does '
+                        'not)', unexpected),
+                       ('shape mismatch (source -> model)',
+                        [f'{k}: {s} -> {t}' for k, s, t in mismatched])):
+    if items:
+      lines.append(f'  {len(items)} {title}:')
+      lines += [f'    {k}' for k in items[:limit]]
+      if len(items) > limit:
+        lines.append(f'    ... and {len(items) - limit} more')
+  return '\n'.join(lines)
+
+
+# ------------------------------------------------------- position tables ---
+
+def position_grids(model_config) -> dict[str, tuple[int, ...]]:
+  """Path of each learned position table -> the grid its rows cover.
+
+  2-D patch grids (gh, gw) for ViT / audio towers, (length,) for text.
+  """
+  model = abstract_model(model_config)
+  grids = {}
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, PatchTransformer) and node.posemb is not None:
+      grids[path_str(path + ('posemb', 'embedding'))] = tuple(node.grid)
+    elif isinstance(node, LearnedPosEmb):
+      key = path_str(path + ('embedding',))
+      grids.setdefault(key, (node.num_positions,))
+  return grids
+
+
+def resample_posemb(table: np.ndarray, source_grid: tuple[int, ...],
+                    target_grid: tuple[int, ...]) -> np.ndarray:
+  """Resamples a learned position table [N_src, D] to [N_tgt, D].
+
+  2-D grids: bilinear resize of the (gh, gw) table (rows beyond the grid,
+  e.g. a class-token slot, are kept in front). 1-D tables: the first
+  N_tgt rows when the target is shorter; longer targets cannot be made.
+  """
+  table = np.asarray(table)
+  if len(source_grid) == 1:
+    if target_grid[0] > source_grid[0]:
+      raise ValueError(f'Cannot lengthen a 1-D position table from '
+                       f'{source_grid[0]} to {target_grid[0]} rows; keep '
+                       'max_len or exclude it from init_from.')
+    return table[:target_grid[0]]
+  extra = table.shape[0] - int(np.prod(source_grid))
+  head, grid = table[:extra], table[extra:]
+  grid = grid.reshape(*source_grid, table.shape[-1]).astype(np.float32)
+  resized = jax.image.resize(grid, (*target_grid, table.shape[-1]),
+                             method='bilinear', antialias=True)
+  resized = np.asarray(resized).reshape(-1, table.shape[-1])
+  return np.concatenate([head, resized]).astype(table.dtype)
+
+
+# --------------------------------------------------------- init_from ---
+
+def _matches(key: str, patterns: Iterable[str]) -> bool:
+  return any(re.search(p, key) for p in patterns)
+
+
+def select_params(target: Mapping[str, Any], source: Mapping[str, Any], *,
+                  include=('.*',), exclude=(), rename=(),
+                  source_grids=None, target_grids=None, where='source'
+                  ) -> tuple[dict[str, np.ndarray], list[str]]:
+  """Source arrays for the selected target parameters (flat dicts).
+
+  Args:
+    target: path -> array or ShapeDtypeStruct, the model being initialised.
+    source: path -> array, the pretrained parameters.
+    include, exclude, rename: as in the module docstring.
+    source_grids, target_grids: position_grids() of the two models, for
+      resampling position tables (None: no resampling).
+    where: names the source in errors.
+
+  Returns:
+    ({target path: array of the target's shape}, [notes on resampling]).
+  """
+  renamed = {}
+  for key, value in source.items():
+    new = key
+    for pattern, repl in rename:
+      new = re.sub(pattern, repl, new)
+    renamed[new] = value
+  grids_src = {}
+  for key, grid in (source_grids or {}).items():
+    new = key
+    for pattern, repl in rename:
+      new = re.sub(pattern, repl, new)
+    grids_src[new] = grid
+
+  def chosen(key):
+    return _matches(key, include) and not _matches(key, exclude)
+
+  selected = [k for k in target if chosen(k)]
+  missing = [k for k in selected if k not in renamed]
+  unexpected = sorted(k for k in renamed if chosen(k) and k not in target)
+  out, mismatched, notes = {}, [], []
+  for key in selected:
+    if key not in renamed:
+      continue
+    value, want = renamed[key], tuple(target[key].shape)
+    if tuple(value.shape) != want and target_grids and key in target_grids \
+        and key in grids_src:
+      value = resample_posemb(value, grids_src[key], target_grids[key])
+      notes.append(f'{key}: resampled {grids_src[key]} -> '
+                   f'{target_grids[key]}')
+    if tuple(value.shape) != want:
+      mismatched.append((key, tuple(value.shape), want))
+      continue
+    out[key] = value
+  problems = _problems(missing, unexpected, mismatched)
+  if problems:
+    raise ValueError(
+        f'init_from {where} does not fit the model:\n{problems}\n'
+        'Narrow config.init_from.include/exclude, map names with '
+        'config.init_from.rename, or change the model config to match.')
+  if not out:
+    raise ValueError(f'init_from {where}: include={tuple(include)} '
+                     f'exclude={tuple(exclude)} select no parameter of the '
+                     'model.')
+  return out, notes
+
+
+def init_from(init_cfg, model_config, abstract_params) -> tuple[dict, list]:
+  """Loads the parameters `init_cfg` selects (see the module docstring).
+
+  Args:
+    init_cfg: config.init_from (path, include, exclude, rename,
+      resample_posemb).
+    model_config: the target model's config.
+    abstract_params: the target parameter tree (ShapeDtypeStructs).
+
+  Returns:
+    ({target path: NumPy array}, [notes]) for the selected parameters.
+  """
+  source = flatten(read_params(init_cfg.path))
+  target = flatten(abstract_params)
+  grids = {}
+  if init_cfg.get('resample_posemb', True):
+    grids = dict(source_grids=position_grids(_model_config_of(init_cfg.path)),
+                 target_grids=position_grids(model_config))
+  return select_params(
+      target, source, include=tuple(init_cfg.get('include', ('.*',))),
+      exclude=tuple(init_cfg.get('exclude', ())),
+      rename=tuple(tuple(r) for r in init_cfg.get('rename', ())),
+      where=init_cfg.path, **grids)
+

@@ -1,0 +1,273 @@
+"""Export, load_pretrained, init_from (another image size, another mesh),
+freezing and per-group learning rates."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+from flax import nnx
+import jax
+import jax.numpy as jnp
+import ml_collections as mlc
+import numpy as np
+import optax
+import pytest
+import safetensors.numpy
+
+import multimodal
+from multimodal import export as export_lib
+from multimodal import optimizer as optim_lib
+from multimodal import pretrained
+from multimodal import train
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _tiny(data_dir):
+  from experiments import contrastive_digits  # pylint: disable=g-import-not-at-top
+  config = contrastive_digits.get_config('tiny')
+  config.dataset.data_dir = data_dir
+  return config
+
+
+@pytest.fixture(scope='module')
+def trained(digits_data_dir, tmp_path_factory):
+  """A tiny contrastive run (6 steps, checkpoints at 3 and 6) and its export."""
+  workdir = str(tmp_path_factory.mktemp('run'))
+  final = train.train_and_evaluate(_tiny(digits_data_dir), workdir)
+  out = export_lib.export(workdir, os.path.join(workdir, 'export'))
+  return workdir, out, final
+
+
+def _inputs(seed=0, image_size=16):
+  rng = np.random.default_rng(seed)
+  text = rng.integers(4, 320, size=(4, 24)).astype(np.int32)
+  text[:, 10], text[:, 11:] = 3, 0
+  return {'image': rng.uniform(-1, 1, (4, image_size, image_size, 1)
+                               ).astype(np.float32),
+          'audio': rng.normal(size=(4, 96, 64)).astype(np.float32),
+          'image_text': text}
+
+
+def _embed(model, batch):
+  return {f: np.asarray(model.embed(f, jnp.asarray(x)))
+          for f, x in batch.items()}
+
+
+def test_export_holds_everything_to_reuse_the_model(trained):
+  workdir, out, final = trained
+  names = set(os.listdir(out))
+  assert {'params', 'model.safetensors', 'model.json', 'config.json',
+          'preprocess.json', 'tokenizer.model', 'metrics.json',
+          'README.md'} <= names
+  metrics = json.load(open(os.path.join(out, 'metrics.json')))
+  assert metrics['test/zeroshot/image'] == pytest.approx(
+      final['test/zeroshot/image'])
+  assert 'step 6' in open(os.path.join(out, 'README.md')).read()
+  pre = json.load(open(os.path.join(out, 'preprocess.json')))
+  assert pre['image']['size'] == 16 and pre['audio']['log_mel'][
+      'num_mels'] == 64
+
+  # The export's parameters are the checkpoint's, in both formats.
+  ckpt = pretrained.flatten(pretrained.read_params(workdir))
+  exported = pretrained.flatten(pretrained.read_params(out))
+  tensors = safetensors.numpy.load_file(os.path.join(out,
+                                                     'model.safetensors'))
+  assert set(ckpt) == set(exported) == set(tensors)
+  for k in ckpt:
+    np.testing.assert_array_equal(ckpt[k], exported[k])
+    np.testing.assert_array_equal(ckpt[k], tensors[k])
+
+  with pytest.raises(FileExistsError, match='choose a new --out'):
+    export_lib.export(workdir, out)
+  with pytest.raises(FileNotFoundError, match=r'has steps \[3, 6\]'):
+    export_lib.export(workdir, out + '_x', step=5)
+
+
+def test_loaded_export_computes_what_the_trained_model_did(trained):
+  workdir, out, _ = trained
+  loaded = multimodal.load_pretrained(out)
+  model = loaded.build_model()
+  config = _tiny('unused')
+  reference = nnx.eval_shape(lambda: train.build_model(
+      config.model, rngs=nnx.Rngs(0)))
+  graphdef, state = nnx.split(reference, nnx.Param)
+  nnx.replace_by_pure_dict(state, pretrained.read_params(workdir))
+  reference = nnx.merge(graphdef, state)
+  batch = _inputs()
+  got, want = _embed(model, batch), _embed(reference, batch)
+  for f in batch:
+    np.testing.assert_array_equal(got[f], want[f])
+  assert os.path.exists(loaded.tokenizer)
+  assert loaded.config.task == 'contrastive'
+
+
+SUBPROCESS = r'''
+import json, sys
+import jax, numpy as np
+from flax import nnx
+import multimodal
+from multimodal import mesh as mesh_lib, pretrained, sharding
+out, inputs, result = sys.argv[1:4]
+mesh = mesh_lib.build_mesh(dict(data=1, fsdp=4, tensor=1))
+rules = sharding.get_rules('fsdp', ())
+model_config = json.load(open(out + '/model.json'))
+abstract = pretrained.abstract_model(model_config)
+shardings = sharding.param_shardings(nnx.state(abstract, nnx.Param), mesh,
+                                     rules)
+loaded = multimodal.load_pretrained(out, shardings=shardings)
+leaf = loaded.params['towers']['text']['embed']['embedding']
+model = loaded.build_model()
+batch = dict(np.load(inputs))
+with jax.set_mesh(mesh):
+  emb = {f: np.asarray(model.embed(f, jax.numpy.asarray(x)))
+         for f, x in batch.items()}
+np.savez(result, **emb)
+print(json.dumps({'devices': len(leaf.sharding.device_set),
+                  'spec': str(leaf.sharding.spec)}))
+'''
+
+
+def test_export_loads_sharded_on_another_device_count(trained, tmp_path):
+  _, out, _ = trained
+  batch = _inputs(1)
+  np.savez(tmp_path / 'inputs.npz', **batch)
+  env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=4',
+             PYTHONPATH=str(REPO), JAX_PLATFORMS='cpu')
+  proc = subprocess.run(
+      [sys.executable, '-c', SUBPROCESS, out, str(tmp_path / 'inputs.npz'),
+       str(tmp_path / 'result.npz')], env=env, capture_output=True,
+      text=True, timeout=300, check=False)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  report = json.loads(proc.stdout.strip().splitlines()[-1])
+  # The vocab table ('vocab', 'embed') is split over the 4 fsdp devices.
+  assert report['devices'] == 4 and 'fsdp' in report['spec'], report
+  want = _embed(multimodal.load_pretrained(out).build_model(), batch)
+  got = np.load(tmp_path / 'result.npz')
+  for f in batch:
+    np.testing.assert_allclose(got[f], want[f], atol=2e-5)
+
+
+def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
+                                                    digits_data_dir):
+  _, out, _ = trained
+  config = _tiny(digits_data_dir)
+  config.input.image_size = 32
+  config.model.towers.image.image_size = 32  # 8x8 patches instead of 4x4
+  config.init_from.path = out
+  config.init_from.exclude = ('^towers/image/',)
+  config.init_from.include = ('^towers/', '^heads/')
+  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
+  mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ('data',))
+  ts = train.make_train_state(config, tx, mesh)
+  arrays = train.read_init_from(config, ts)
+  assert not any(k.startswith('towers/image/') for k in arrays)
+
+  # Now the image tower too: its position table is resampled 4x4 -> 8x8.
+  config.init_from.exclude = ()
+  arrays = train.read_init_from(config, ts)
+  source = pretrained.flatten(pretrained.read_params(out))
+  posemb = 'towers/image/core/posemb/embedding'
+  assert source[posemb].shape == (16, 32) and arrays[posemb].shape == (64, 32)
+  grid = source[posemb].reshape(4, 4, 32)
+  up = arrays[posemb].reshape(8, 8, 32)
+  # Bilinear upsampling keeps the mean and the corners' neighbourhood.
+  np.testing.assert_allclose(up.mean((0, 1)), grid.mean((0, 1)), atol=0.02)
+  assert np.corrcoef(up[::2, ::2].ravel(), grid.ravel())[0, 1] > 0.9
+  for k, v in arrays.items():
+    if k != posemb:
+      np.testing.assert_array_equal(v, source[k])
+
+  # Text towers are unchanged, so text embeddings equal the export's.
+  state = jax.jit(ts.init, out_shardings=ts.shardings)()
+  state = train.place_init_from(arrays, ts, state)
+  model = nnx.merge(ts.graphdef, state['params'])
+  exported = multimodal.load_pretrained(out).build_model()
+  text = _inputs()['image_text']
+  np.testing.assert_array_equal(
+      np.asarray(model.embed('image_text', jnp.asarray(text))),
+      np.asarray(exported.embed('image_text', jnp.asarray(text))))
+
+  # And the whole run trains from there.
+  config.total_steps = 4
+  config.checkpoint_every = 1000
+  final = train.train_and_evaluate(config, str(tmp_path / 'ft'))
+  assert 0.0 <= final['test/zeroshot/image'] <= 1.0
+
+
+def test_init_from_names_every_problem(trained):
+  _, out, _ = trained
+  source = pretrained.flatten(pretrained.read_params(out))
+  target = dict(source)
+  del target['heads/image/kernel']  # the source has it: unexpected
+  target['towers/new/kernel'] = np.zeros((2, 2))  # missing in source
+  target['heads/audio/kernel'] = np.zeros((3, 3))  # another shape
+  with pytest.raises(ValueError) as err:
+    pretrained.select_params(target, source, where='EXPORT')
+  msg = str(err.value)
+  assert 'init_from EXPORT does not fit the model' in msg
+  assert '1 missing' in msg and 'towers/new/kernel' in msg
+  assert '1 unexpected' in msg and 'heads/image/kernel' in msg
+  assert 'heads/audio/kernel: (32, 32) -> (3, 3)' in msg
+  # Renaming and narrowing fix it.
+  got, _ = pretrained.select_params(
+      {'heads/picture/kernel': np.zeros((32, 32))}, source,
+      include=('^heads/picture/',), rename=(('^heads/image/',
+                                             'heads/picture/'),))
+  np.testing.assert_array_equal(got['heads/picture/kernel'],
+                                source['heads/image/kernel'])
+  with pytest.raises(ValueError, match='select no parameter'):
+    pretrained.select_params(target, source, include=('^nothing',))
+  with pytest.raises(FileNotFoundError, match='expected an export'):
+    pretrained.read_params('/nonexistent/export')
+
+
+def test_resample_posemb_cases():
+  table = np.arange(12, dtype=np.float32).reshape(12, 1)
+  np.testing.assert_array_equal(pretrained.resample_posemb(
+      table, (3, 4), (3, 4)), table)
+  # A class-token row in front is kept as is.
+  with_cls = np.concatenate([[[-5.0]], table]).astype(np.float32)
+  out = pretrained.resample_posemb(with_cls, (3, 4), (6, 8))
+  assert out.shape == (49, 1) and out[0, 0] == -5.0
+  np.testing.assert_array_equal(
+      pretrained.resample_posemb(table, (12,), (5,)), table[:5])
+  with pytest.raises(ValueError, match='Cannot lengthen'):
+    pretrained.resample_posemb(table, (12,), (20,))
+
+
+def _params():
+  return {'towers': {'image': {'w': jnp.ones((3, 3)), 'b': jnp.ones((3,))},
+                     'text': {'w': jnp.ones((3, 3))}},
+          'head': {'w': jnp.ones((3, 3))}}
+
+
+def _opt_cfg(**kw):
+  return mlc.ConfigDict(dict(name='adamw', lr=0.1, b1=0.9, b2=0.95,
+                             weight_decay=0.0, warmup_steps=0, clip_norm=1.0,
+                             final_fraction=1.0, **kw))
+
+
+def test_frozen_parameters_do_not_move_and_hold_no_state():
+  cfg = _opt_cfg(frozen=('^towers/image/',), lr_mults=(('^towers/text/',
+                                                        0.1),))
+  tx = optim_lib.make_optimizer(cfg, 10)
+  params = _params()
+  state = tx.init(params)
+  # Adam's moments exist for the trainable leaves only.
+  moments = [x for x in jax.tree.leaves(state) if getattr(x, 'ndim', 0) > 0]
+  assert sum(m.size for m in moments) == 2 * (9 + 9)
+  grads = jax.tree.map(lambda p: jnp.full_like(p, 0.5), params)
+  updates, _ = tx.update(grads, state, params)
+  new = optax.apply_updates(params, updates)
+  for leaf in jax.tree.leaves(new['towers']['image']):
+    np.testing.assert_array_equal(leaf, 1.0)
+  head_step = 1.0 - new['head']['w']
+  text_step = 1.0 - new['towers']['text']['w']
+  # First Adam step moves by ~lr per unit gradient; text at 0.1x of that.
+  np.testing.assert_allclose(head_step, 0.1, rtol=1e-3)
+  np.testing.assert_allclose(text_step, 0.01, rtol=1e-3)
+  assert optim_lib.group_sizes(cfg, params) == {
+      'frozen': 12, 'lr x0.1': 9, 'lr x1': 9}
+
