@@ -1,4 +1,4 @@
-"""AST-style audio tower: a ViT over log-mel spectrogram patches."""
+"""Audio tower over log-mels: AST-style patches, or a Whisper-style conv stem."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -18,6 +18,12 @@ class AudioEncoder(nnx.Module):
   The spectrogram is treated as a one-channel image, split into
   non-overlapping (time, freq) patches, each embedded linearly, with a 2-D
   position embedding over the (time, freq) patch grid.
+
+  stem='conv1d' instead reads the mels of each frame as channels of two 1-D
+  convolutions over time (Whisper's encoder front end: kernel 3, strides 1
+  then 2, activation after each), giving ceil(num_frames / 2) tokens with a
+  learned (or imported) position table; patch_size is then unused.
+  mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   """
 
   def __init__(self, *, num_frames: int = 96, num_mels: int = 64,
@@ -28,6 +34,7 @@ class AudioEncoder(nnx.Module):
                layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
                param_dtype=jnp.float32, attention_impl: str | None = None,
                remat: str = 'none', scan_layers: bool = False,
+               stem: str = 'patch', mlp_dim: int | None = None,
                rngs: nnx.Rngs):
     self.width = width  # size of the pooled output
     self.core = PatchTransformer(
@@ -36,7 +43,8 @@ class AudioEncoder(nnx.Module):
         mlp_ratio=mlp_ratio, pool=pool, posemb=posemb, dropout=dropout,
         activation=activation, layernorm_epsilon=layernorm_epsilon,
         dtype=dtype, param_dtype=param_dtype, attention_impl=attention_impl,
-        remat=remat, scan_layers=scan_layers, rngs=rngs)
+        remat=remat, scan_layers=scan_layers, stem=stem, mlp_dim=mlp_dim,
+        rngs=rngs)
 
   def __call__(self, spectrogram: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array, jax.Array]:
@@ -48,6 +56,7 @@ class AudioEncoder(nnx.Module):
 
     Returns:
       (pooled [B, width], tokens [B, N, width]) in the compute dtype, where
-      N = (T / patch_time) * (F / patch_freq).
+      N = (T / patch_time) * (F / patch_freq), or ceil(T / 2) with
+      stem='conv1d'.
     """
     return self.core(spectrogram[..., None], deterministic=deterministic)

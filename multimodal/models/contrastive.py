@@ -15,6 +15,14 @@ from multimodal.models.builder import build_model, config_to_dict
 from multimodal.models.partitioning import axes
 
 LOSSES = ('softmax', 'sigmoid')
+PROJECTIONS = ('linear', 'linear_bias', 'identity')
+
+
+class Identity(nnx.Module):
+  """A projection that returns its input (no parameters)."""
+
+  def __call__(self, x: jax.Array) -> jax.Array:
+    return x
 
 
 def l2_normalize(x: jax.Array, eps: float = 1e-6) -> jax.Array:
@@ -34,14 +42,16 @@ class ContrastiveModel(nnx.Module):
 
   Batch fields map to towers through `inputs`, so one tower (e.g. 'text')
   can embed several fields ('image_text', 'audio_text'). Projections
-  [width, embed_dim] are named ('embed', 'proj'); the per-pair log-scale and
-  bias vectors [num_pairs] are replicated (axis name None).
+  [width, embed_dim] are named ('embed', 'proj') (a bias [embed_dim]
+  ('proj',)); the per-pair log-scale and bias vectors [num_pairs] are
+  replicated (axis name None).
   """
 
   def __init__(self, *, towers: Mapping[str, Any], embed_dim: int,
                pairs: Sequence[Sequence[str]], inputs: Mapping[str, str],
                loss: str = 'sigmoid', temperature_init: float = 10.0,
                bias_init: float = -10.0, sharded_loss: bool = True,
+               projection: Mapping[str, str] | None = None,
                dtype=None, param_dtype=None, rngs: nnx.Rngs):
     """Builds every tower.
 
@@ -60,6 +70,12 @@ class ContrastiveModel(nnx.Module):
         devices, compute the loss with `multimodal.sharded_losses` (SigLIP
         ring / CLIP local rows), whose memory does not grow with the device
         count. Same value and gradients as the plain loss.
+      projection: tower name -> its projection head: 'linear' (the default
+        for towers not named: a bias-free [width, embed_dim] kernel, as
+        CLIP), 'linear_bias' (kernel and bias, as SigLIP's text `head`) or
+        'identity' (none; the tower's width must equal embed_dim, as
+        SigLIP's image tower, whose attention-pooled output is the
+        embedding).
       dtype: compute dtype given to towers that do not set their own; the
         projections use it too (default float32).
       param_dtype: parameter dtype, likewise (default float32).
@@ -80,6 +96,14 @@ class ContrastiveModel(nnx.Module):
       if len(pair) != 2 or any(f not in self.inputs for f in pair):
         raise ValueError(f'Pair {pair} must name two fields of inputs '
                          f'{sorted(self.inputs)}.')
+    projection = dict(config_to_dict(projection or {}))
+    for name, kind in projection.items():
+      if name not in towers:
+        raise ValueError(f'projection names tower {name!r}, but the towers '
+                         f'are {sorted(towers)}.')
+      if kind not in PROJECTIONS:
+        raise ValueError(f'projection[{name!r}] must be one of '
+                         f'{PROJECTIONS}, got {kind!r}.')
 
     self.towers = nnx.Dict()
     self.heads = nnx.Dict()
@@ -89,11 +113,20 @@ class ContrastiveModel(nnx.Module):
         if value is not None:
           cfg.setdefault(key, value)
       self.towers[name] = build_model(cfg, rngs=rngs)
+      kind = projection.get(name, 'linear')
+      width = self.towers[name].width
+      if kind == 'identity':
+        if width != embed_dim:
+          raise ValueError(f'projection[{name!r}]="identity" needs the '
+                           f'tower width ({width}) to equal embed_dim '
+                           f'({embed_dim}).')
+        self.heads[name] = Identity()
+        continue
       self.heads[name] = nnx.Linear(
-          self.towers[name].width, embed_dim, use_bias=False,
+          width, embed_dim, use_bias=kind == 'linear_bias',
           dtype=dtype or jnp.float32, param_dtype=param_dtype or jnp.float32,
           rngs=rngs,
-          kernel_metadata=axes('embed', 'proj'))
+          kernel_metadata=axes('embed', 'proj'), bias_metadata=axes('proj'))
 
     num_pairs = len(self.pairs)
     pdt = param_dtype or jnp.float32

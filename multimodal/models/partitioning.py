@@ -23,6 +23,10 @@ are never sharded):
          projects them into its own width (kept apart from 'embed' so a
          [media, embed] kernel never names one mesh axis twice)
   layers the stacked-blocks axis of an Encoder with scan_layers=True
+  window the taps of a convolution kernel (a conv stem's kernel size)
+  stem   the channels between the two convolutions of a conv stem (kept apart
+         from 'embed' so the second conv's [window, stem, embed] kernel never
+         names one mesh axis twice)
 """
 from __future__ import annotations
 
@@ -33,7 +37,7 @@ from flax import nnx
 from flax.core import spmd as core_spmd
 
 LOGICAL_AXES = ('embed', 'mlp', 'heads', 'kv', 'vocab', 'patch', 'pos',
-                'norm', 'proj', 'latent', 'media', 'layers')
+                'norm', 'proj', 'latent', 'media', 'layers', 'window', 'stem')
 
 
 def _eager_sharding() -> bool:

@@ -1,7 +1,8 @@
 """The core shared by ViT and the audio encoder: patchify, embed, encode, pool.
 
 Input is a [B, H, W, C] grid (an image, or a spectrogram as [B, T, F, 1]),
-cut into non-overlapping (ph, pw) patches in row-major order.
+cut into non-overlapping (ph, pw) patches in row-major order (stem='patch'),
+or read as H frames of W * C features by a 1-D conv stem (stem='conv1d').
 """
 from __future__ import annotations
 
@@ -14,10 +15,12 @@ from flax import nnx
 from multimodal.models import posemb as posemb_lib
 from multimodal.models.partitioning import axes, param
 from multimodal.models.pooling import MAPHead, masked_mean
-from multimodal.models.transformer import Encoder, make_dropout
+from multimodal.models.stems import Conv1dStem, conv1d_stem_length
+from multimodal.models.transformer import Encoder, layer_norm, make_dropout
 
 POOLS = ('cls', 'mean', 'map')
 POSEMBS = ('learned', 'sincos2d')
+STEMS = ('patch', 'conv1d')
 
 
 def patchify(x: jax.Array, patch_size: tuple[int, int]) -> jax.Array:
@@ -35,6 +38,21 @@ class PatchTransformer(nnx.Module):
   The patch embedding is a linear map of flattened patches (the same as a
   conv with stride = kernel = patch size), kernel [ph*pw*C, D] named
   ('patch', 'embed').
+
+  Options for matching other implementations (the defaults keep this
+  module's original computation and parameters):
+    patch_bias: the patch embedding has a bias (CLIP's conv has none).
+    pre_norm: a LayerNorm `pre_norm` on the embedded tokens (CLS and
+      position embedding included) before the encoder; CLIP's "pre_layrnorm".
+    posemb_cls: the learned position table has num_patches + 1 rows and is
+      added after the CLS token is prepended, so the CLS slot has its own
+      position embedding (HF ViT, CLIP). Needs pool='cls', posemb='learned'.
+    stem: 'patch' (above) or 'conv1d': the input [B, T, F, C] is read as T
+      frames of F * C features by a Conv1dStem (Whisper's two convolutions),
+      giving ceil(T / 2) tokens; patch_size is then unused and posemb must
+      be 'learned' (Whisper's stored sinusoid table is loaded into it).
+    mlp_dim: MLP hidden size of the encoder blocks and MAP head; None means
+      int(width * mlp_ratio).
   """
 
   def __init__(self, *, input_size: Sequence[int], patch_size: Sequence[int],
@@ -44,32 +62,58 @@ class PatchTransformer(nnx.Module):
                activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
                attention_impl: str | None = None, remat: str = 'none',
-               scan_layers: bool = False, rngs: nnx.Rngs):
+               scan_layers: bool = False, mlp_dim: int | None = None,
+               patch_bias: bool = True, pre_norm: bool = False,
+               posemb_cls: bool = False, stem: str = 'patch',
+               rngs: nnx.Rngs):
     input_size, patch_size = tuple(input_size), tuple(patch_size)
     if pool not in POOLS:
       raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
     if posemb not in POSEMBS:
       raise ValueError(f'posemb must be one of {POSEMBS}, got {posemb!r}.')
-    if len(input_size) != 2 or len(patch_size) != 2 or any(
-        s % p for s, p in zip(input_size, patch_size)):
-      raise ValueError(f'Input size {input_size} must be a 2-D grid that '
-                       f'patch size {patch_size} divides exactly.')
+    if stem not in STEMS:
+      raise ValueError(f'stem must be one of {STEMS}, got {stem!r}.')
+    if posemb_cls and (pool != 'cls' or posemb != 'learned'):
+      raise ValueError('posemb_cls=True needs pool="cls" and '
+                       f'posemb="learned", got pool={pool!r}, '
+                       f'posemb={posemb!r}.')
+    if stem == 'conv1d':
+      if len(input_size) != 2:
+        raise ValueError(f'Input size {input_size} must be (frames, '
+                         'features).')
+      if posemb != 'learned':
+        raise ValueError('stem="conv1d" needs posemb="learned", got '
+                         f'{posemb!r}.')
+      # A (tokens, 1) grid: the tokens are a 1-D sequence over time.
+      self.grid = (conv1d_stem_length(input_size[0]), 1)
+    else:
+      if len(input_size) != 2 or len(patch_size) != 2 or any(
+          s % p for s, p in zip(input_size, patch_size)):
+        raise ValueError(f'Input size {input_size} must be a 2-D grid that '
+                         f'patch size {patch_size} divides exactly.')
+      self.grid = (input_size[0] // patch_size[0],
+                   input_size[1] // patch_size[1])
     self.input_size = input_size
     self.patch_size = patch_size
     self.channels = channels
-    self.grid = (input_size[0] // patch_size[0], input_size[1] // patch_size[1])
     self.pool = pool
     self.dtype = dtype
+    self.stem = stem
+    self.posemb_cls = posemb_cls
     num_patches = self.grid[0] * self.grid[1]
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
 
-    self.embed = nnx.Linear(
-        patch_size[0] * patch_size[1] * channels, width, **kw,
-        kernel_init=nnx.initializers.lecun_normal(),
-        kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'))
+    if stem == 'conv1d':
+      self.embed = Conv1dStem(input_size[1] * channels, width,
+                              activation=activation, **kw)
+    else:
+      self.embed = nnx.Linear(
+          patch_size[0] * patch_size[1] * channels, width, **kw,
+          use_bias=patch_bias, kernel_init=nnx.initializers.lecun_normal(),
+          kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'))
     if posemb == 'learned':
-      self.posemb = posemb_lib.LearnedPosEmb(num_patches, width,
-                                             param_dtype=param_dtype,
+      self.posemb = posemb_lib.LearnedPosEmb(num_patches + int(posemb_cls),
+                                             width, param_dtype=param_dtype,
                                              rngs=rngs)
     else:
       # A fixed table, not a parameter: a static (non-pytree) attribute.
@@ -80,16 +124,20 @@ class PatchTransformer(nnx.Module):
       self.cls = param(rngs, nnx.initializers.zeros, (width,), ('embed',),
                        param_dtype)
     self.drop = make_dropout(dropout, rngs)
+    # None keeps the default model's graph (and parameters) unchanged.
+    self.pre_norm = (layer_norm(width, epsilon=layernorm_epsilon, **kw)
+                     if pre_norm else None)
     self.encoder = Encoder(width, depth, num_heads, mlp_ratio,
                            activation=activation, dropout=dropout,
                            layernorm_epsilon=layernorm_epsilon,
                            attention_impl=attention_impl, remat=remat,
-                           scan_layers=scan_layers, **kw)
+                           scan_layers=scan_layers, mlp_dim=mlp_dim, **kw)
     if pool == 'map':
       self.map_head = MAPHead(width, num_heads, mlp_ratio,
                               activation=activation,
                               layernorm_epsilon=layernorm_epsilon,
-                              attention_impl=attention_impl, **kw)
+                              attention_impl=attention_impl, mlp_dim=mlp_dim,
+                              **kw)
 
   def _posemb(self) -> jax.Array:
     if self.posemb_kind == 'learned':
@@ -102,18 +150,28 @@ class PatchTransformer(nnx.Module):
 
     Returns:
       (pooled [B, D], tokens [B, N, D]), both in the compute dtype, where
-      N = number of patches (a 'cls' token is not included in `tokens`).
+      N = number of patches, or ceil(T / 2) with stem='conv1d' (a 'cls'
+      token is not included in `tokens`).
     """
     if tuple(x.shape[1:]) != (*self.input_size, self.channels):
       raise ValueError(f'Expected inputs [B, {self.input_size[0]}, '
                        f'{self.input_size[1]}, {self.channels}], got '
                        f'{tuple(x.shape)}.')
-    tokens = self.embed(patchify(x.astype(self.dtype), self.patch_size))
-    tokens = tokens + self._posemb().astype(self.dtype)[None]
+    x = x.astype(self.dtype)
+    if self.stem == 'conv1d':
+      tokens = self.embed(x.reshape(*x.shape[:2], -1))  # [B, T', D]
+    else:
+      tokens = self.embed(patchify(x, self.patch_size))
+    if not self.posemb_cls:
+      tokens = tokens + self._posemb().astype(self.dtype)[None]
     if self.pool == 'cls':
       cls = jnp.broadcast_to(self.cls[...].astype(self.dtype),
                              (tokens.shape[0], 1, tokens.shape[-1]))
       tokens = jnp.concatenate([cls, tokens], axis=1)
+    if self.posemb_cls:  # the table's row 0 is the CLS slot's
+      tokens = tokens + self._posemb().astype(self.dtype)[None]
+    if self.pre_norm is not None:
+      tokens = self.pre_norm(tokens)
     tokens = self.drop(tokens, deterministic=deterministic)
     tokens = self.encoder(tokens, deterministic=deterministic)
     if self.pool == 'cls':

@@ -7,7 +7,7 @@ from flax import nnx
 
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import param
-from multimodal.models.transformer import Mlp, layer_norm
+from multimodal.models.transformer import Mlp, layer_norm, mlp_hidden
 
 
 def masked_mean(x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
@@ -33,6 +33,15 @@ def last_valid_index(valid: jax.Array) -> jax.Array:
   return jnp.max(jnp.where(valid, positions, 0), axis=1)
 
 
+def first_index_of(tokens: jax.Array, token_id: int) -> jax.Array:
+  """Index of the first `token_id` in each row of int `tokens` [B, L] -> [B].
+
+  Rows without it give 0 (as torch's argmax over an all-zero row does, which
+  is what HuggingFace CLIP uses to find the EOS token).
+  """
+  return jnp.argmax(tokens == token_id, axis=1).astype(jnp.int32)
+
+
 def gather_tokens(x: jax.Array, index: jax.Array) -> jax.Array:
   """x [B, L, D], index int [B] -> x[b, index[b]]: [B, D]."""
   return jnp.take_along_axis(x, index[:, None, None], axis=1)[:, 0]
@@ -42,13 +51,17 @@ class MAPHead(nnx.Module):
   """Multihead attention pooling: a learned probe attends to the tokens.
 
   As big_vision's MAPHead: probe -> cross-attention over tokens -> plus a
-  pre-LN MLP residual. The probe [D] is named ('embed',).
+  pre-LN MLP residual. The probe [D] is named ('embed',). This is also the
+  computation of HuggingFace's SiglipMultiheadAttentionPoolingHead (its
+  torch MultiheadAttention packs q/k/v into one in_proj; the importer splits
+  it). mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   """
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4, *,
                activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, rngs: nnx.Rngs):
+               attention_impl: str | None = None, mlp_dim: int | None = None,
+               rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.dtype = dtype
     self.probe = param(rngs, nnx.initializers.normal(0.02), (width,),
@@ -56,7 +69,8 @@ class MAPHead(nnx.Module):
     self.attn = MultiHeadAttention(width, num_heads,
                                    attention_impl=attention_impl, **kw)
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
-    self.mlp = Mlp(width, int(width * mlp_ratio), activation=activation, **kw)
+    self.mlp = Mlp(width, mlp_hidden(width, mlp_ratio, mlp_dim),
+                   activation=activation, **kw)
 
   def __call__(self, x: jax.Array, valid: jax.Array | None = None) -> jax.Array:
     """x [B, L, D], valid bool [B, L] or None -> pooled [B, D] in `dtype`."""

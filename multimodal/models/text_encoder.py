@@ -8,11 +8,13 @@ from flax import nnx
 from multimodal import registry
 from multimodal.models import posemb as posemb_lib
 from multimodal.models.partitioning import axes
-from multimodal.models.pooling import (MAPHead, gather_tokens,
-                                       last_valid_index, masked_mean)
+from multimodal.models.pooling import (MAPHead, first_index_of,
+                                       gather_tokens, last_valid_index,
+                                       masked_mean)
 from multimodal.models.transformer import Encoder, make_dropout
 
-POOLS = ('eos', 'last', 'first', 'mean', 'map')
+POOLS = ('eos', 'last', 'first', 'mean', 'map', 'eos_id', 'argmax_id',
+         'last_position')
 POSEMBS = ('learned', 'sincos1d')
 
 
@@ -26,7 +28,18 @@ class TextEncoder(nnx.Module):
 
   Pooling: 'eos'/'last' the token at the last non-pad position (captions end
   with an EOS token), 'first' position 0, 'mean' the mean over non-pad tokens,
-  'map' attention pooling over non-pad tokens.
+  'map' attention pooling over non-pad tokens. For imported checkpoints:
+  'eos_id' the first position holding token `eos_id` (HF CLIP), 'argmax_id'
+  the position of the largest token id (HF CLIP configs with
+  eos_token_id == 2, where EOS is the largest id), 'last_position' the final
+  position L - 1 whatever it holds (HF SigLIP, which pads to a fixed length).
+
+  mask_pad: mask pad tokens out of the attention keys (default). False lets
+    every token attend to pads, as HF CLIP / SigLIP do when given no
+    attention mask (CLIP's causal mask already hides the pads after EOS, and
+    SigLIP was trained attending to them). Its 'mean'/'map' pooling still
+    skip pads.
+  mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   """
 
   def __init__(self, *, vocab_size: int, max_len: int = 32, width: int = 128,
@@ -36,9 +49,13 @@ class TextEncoder(nnx.Module):
                activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
                attention_impl: str | None = None, remat: str = 'none',
-               scan_layers: bool = False, rngs: nnx.Rngs):
+               scan_layers: bool = False, mlp_dim: int | None = None,
+               mask_pad: bool = True, eos_id: int | None = None,
+               rngs: nnx.Rngs):
     if pool not in POOLS:
       raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
+    if pool == 'eos_id' and eos_id is None:
+      raise ValueError('pool="eos_id" needs eos_id (the EOS token id).')
     if posemb not in POSEMBS:
       raise ValueError(f'posemb must be one of {POSEMBS}, got {posemb!r}.')
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
@@ -47,6 +64,8 @@ class TextEncoder(nnx.Module):
     self.causal = causal
     self.pool = pool
     self.pad_id = pad_id
+    self.mask_pad = mask_pad
+    self.eos_id = eos_id
     self.dtype = dtype
     self.posemb_kind = posemb
     self.embed = nnx.Embed(vocab_size, width, **kw,
@@ -63,12 +82,13 @@ class TextEncoder(nnx.Module):
                            activation=activation, dropout=dropout,
                            layernorm_epsilon=layernorm_epsilon,
                            attention_impl=attention_impl, remat=remat,
-                           scan_layers=scan_layers, **kw)
+                           scan_layers=scan_layers, mlp_dim=mlp_dim, **kw)
     if pool == 'map':
       self.map_head = MAPHead(width, num_heads, mlp_ratio,
                               activation=activation,
                               layernorm_epsilon=layernorm_epsilon,
-                              attention_impl=attention_impl, **kw)
+                              attention_impl=attention_impl, mlp_dim=mlp_dim,
+                              **kw)
 
   def __call__(self, tokens: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array, jax.Array]:
@@ -94,8 +114,11 @@ class TextEncoder(nnx.Module):
     x = self.drop(x, deterministic=deterministic)
 
     mask = valid[:, None, None, :]  # [B, 1, 1(query), L(key)]
+    if not self.mask_pad:
+      mask = None
     if self.causal:
-      mask = mask & jnp.tril(jnp.ones((length, length), bool))[None, None]
+      causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+      mask = causal if mask is None else mask & causal
     x = self.encoder(x, mask, deterministic=deterministic)
 
     if self.pool in ('eos', 'last'):
@@ -104,6 +127,12 @@ class TextEncoder(nnx.Module):
       pooled = x[:, 0]
     elif self.pool == 'mean':
       pooled = masked_mean(x, valid)
+    elif self.pool == 'eos_id':
+      pooled = gather_tokens(x, first_index_of(tokens, self.eos_id))
+    elif self.pool == 'argmax_id':
+      pooled = gather_tokens(x, jnp.argmax(tokens, axis=1).astype(jnp.int32))
+    elif self.pool == 'last_position':
+      pooled = x[:, -1]
     else:
       pooled = self.map_head(x, valid)
     return pooled, x

@@ -71,21 +71,38 @@ class Mlp(nnx.Module):
     return self.fc2(x)
 
 
+def mlp_hidden(width: int, mlp_ratio: float, mlp_dim: int | None) -> int:
+  """MLP hidden units: `mlp_dim` when given, else int(width * mlp_ratio).
+
+  An explicit size exists because imported checkpoints have hidden sizes
+  (e.g. SigLIP So400m: 1152 -> 4304) that a float ratio need not reproduce
+  exactly after int().
+  """
+  if mlp_dim is not None:
+    if mlp_dim <= 0:
+      raise ValueError(f'mlp_dim must be positive, got {mlp_dim}.')
+    return int(mlp_dim)
+  return int(width * mlp_ratio)
+
+
 class EncoderBlock(nnx.Module):
-  """x + Attn(LN(x)), then x + Mlp(LN(x)); dropout on both residual branches."""
+  """x + Attn(LN(x)), then x + Mlp(LN(x)); dropout on both residual branches.
+
+  mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
+  """
 
   def __init__(self, width: int, num_heads: int, mlp_ratio: float = 4, *,
                activation: str = 'gelu', dropout: float = 0.0,
                layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
                param_dtype=jnp.float32, attention_impl: str | None = None,
-               rngs: nnx.Rngs):
+               mlp_dim: int | None = None, rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.norm1 = layer_norm(width, epsilon=layernorm_epsilon, **kw)
     self.attn = MultiHeadAttention(width, num_heads,
                                    attention_impl=attention_impl, **kw)
     self.norm2 = layer_norm(width, epsilon=layernorm_epsilon, **kw)
-    self.mlp = Mlp(width, int(width * mlp_ratio), activation=activation,
-                   dropout_rate=dropout, **kw)
+    self.mlp = Mlp(width, mlp_hidden(width, mlp_ratio, mlp_dim),
+                   activation=activation, dropout_rate=dropout, **kw)
     self.drop = make_dropout(dropout, rngs)
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
@@ -116,6 +133,7 @@ class Encoder(nnx.Module):
   scan_layers: store the blocks stacked (leading axis named 'layers') and run
     them with `nnx.scan`, so compile time does not grow with depth. The
     parameters then have a different layout from the unrolled stack.
+  mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   """
 
   def __init__(self, width: int, depth: int, num_heads: int,
@@ -123,7 +141,8 @@ class Encoder(nnx.Module):
                dropout: float = 0.0, layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
                attention_impl: str | None = None, remat: str = 'none',
-               scan_layers: bool = False, rngs: nnx.Rngs):
+               scan_layers: bool = False, mlp_dim: int | None = None,
+               rngs: nnx.Rngs):
     if remat not in REMAT_POLICIES:
       raise ValueError(f'remat must be one of {sorted(REMAT_POLICIES)}, got '
                        f'{remat!r}.')
@@ -134,7 +153,8 @@ class Encoder(nnx.Module):
       return EncoderBlock(width, num_heads, mlp_ratio, activation=activation,
                           dropout=dropout, layernorm_epsilon=layernorm_epsilon,
                           dtype=dtype, param_dtype=param_dtype,
-                          attention_impl=attention_impl, rngs=rngs)
+                          attention_impl=attention_impl, mlp_dim=mlp_dim,
+                          rngs=rngs)
 
     if scan_layers:
       stack = nnx.split_rngs(splits=depth)(nnx.vmap(
