@@ -271,3 +271,15 @@ def test_frozen_parameters_do_not_move_and_hold_no_state():
   assert optim_lib.group_sizes(cfg, params) == {
       'frozen': 12, 'lr x0.1': 9, 'lr x1': 9}
 
+
+
+def test_probe_reads_tower_features_of_an_export(trained, digits_data_dir):
+  from multimodal import probe  # pylint: disable=g-import-not-at-top
+  _, out, _ = trained
+  # The test split as both pool and evaluation set keeps this quick; the
+  # CLI uses train -> test.
+  result = probe.probe(out, digits_data_dir, shots=(1, 5), repeats=2,
+                       train_split='test', test_split='test')
+  assert set(result) == {'image/1shot', 'image/5shot', 'audio/1shot',
+                         'audio/5shot'}
+  assert all(0.0 <= v <= 1.0 for v in result.values())
