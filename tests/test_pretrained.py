@@ -189,11 +189,16 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
       np.asarray(model.embed('image_text', jnp.asarray(text))),
       np.asarray(exported.embed('image_text', jnp.asarray(text))))
 
-  # And the whole run trains from there.
+  # And the whole run trains from there, with the image tower locked (LiT).
   config.total_steps = 4
   config.checkpoint_every = 1000
+  config.optimizer.frozen = ('^towers/image/',)
   final = train.train_and_evaluate(config, str(tmp_path / 'ft'))
   assert 0.0 <= final['test/zeroshot/image'] <= 1.0
+  tuned = pretrained.flatten(pretrained.read_params(str(tmp_path / 'ft')))
+  moved = [k for k in arrays if not np.array_equal(tuned[k], arrays[k])]
+  assert moved and all(not k.startswith('towers/image/') for k in moved)
+  assert any(k.startswith('towers/text/') for k in moved)
 
 
 def test_init_from_names_every_problem(trained):

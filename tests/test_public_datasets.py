@@ -3,7 +3,8 @@
 tfds.testing.mock_data makes random records from a builder's feature spec,
 with no download. Without TensorFlow (not a dependency here) it works for
 clevr; the coco_captions and librispeech builders call tf while they are
-constructed, which the pipeline reports as a clear error instead.
+constructed, which the pipeline reports as a clear error instead, so their
+field maps are checked on records laid out as those builders' features.
 """
 import importlib.util
 
@@ -81,8 +82,7 @@ def test_clevr_batches_from_mocked_tfds(train):
 
 @pytest.mark.parametrize('name', ['coco_captions', 'librispeech'])
 def test_builders_that_need_tensorflow(name):
-  config = public_datasets.get_config('coco_captions')
-  config.dataset.name = name
+  config = public_datasets.get_config(name)
   with _mocked():
     if not HAS_TF:
       with pytest.raises(ModuleNotFoundError, match='needs TensorFlow'):
@@ -109,3 +109,28 @@ def test_coco_captions_field_map_reads_nested_captions():
   assert pre.tokenizer.decode(out['image_text']) in refs
   with pytest.raises(KeyError, match='captions/text'):
     pre({'image': record['image'], 'image/id': 1}, np.random.default_rng(0))
+
+
+def test_librispeech_field_map_reads_decoded_speech():
+  """LibriSpeech records: decoded int16 `speech` at 16 kHz, `text`."""
+  config = public_datasets.get_config('librispeech')
+  task = registry.get('task', config.task)(config)
+  assert task.fields == ['audio', 'audio_text', 'audio_text_refs']
+  pre = pipeline.Preprocess(config.input, task.fields, train=True)
+  rng = np.random.default_rng(0)
+  t = np.arange(20 * 16000) / 16000  # 20 s: longer than the 16 s window
+  speech = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)
+  record = {'speech': speech, 'text': 'HELLO WORLD', 'speaker_id': 19,
+            'chapter_id': 3, 'id': '19-3-0'}
+  out = pre(record, rng)
+  assert out['audio'].shape == (1600, config.input.num_mels)
+  assert out['audio'].dtype == np.float32 and out['label'] == 19
+  # A 440 Hz tone: every frame's loudest mel bin is the same low one.
+  peaks = np.argmax(out['audio'], axis=1)
+  assert np.all(peaks == peaks[0]) and peaks[0] < config.input.num_mels // 2
+  assert out['audio_text_refs'].shape == (1, config.input.max_text_len)
+  with pytest.raises(ValueError, match='dtype'):
+    pre(dict(record, speech=np.array([True, False])), rng)
+  model = nnx.eval_shape(lambda: build_model(config.model,
+                                             rngs=nnx.Rngs(0)))
+  assert model.modalities == ('audio',)

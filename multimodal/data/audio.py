@@ -40,12 +40,17 @@ class AudioDecodeError(ValueError):
   pass
 
 
-def decode_audio(data: bytes, sample_rate: int = 16000) -> np.ndarray:
-  """Decodes encoded audio bytes (OGG/Opus, FLAC, WAV...) to mono float32 [N].
+def decode_audio(data, sample_rate: int = 16000) -> np.ndarray:
+  """Encoded audio bytes (OGG/Opus, FLAC, WAV...) or decoded samples (e.g.
+  tfds Audio features: int16 [N]) -> mono float32 [N] in [-1, 1].
 
-  Raises AudioDecodeError naming the problem when the bytes do not decode or
-  the sample rate differs from `sample_rate` (resample offline first).
+  Decoded samples must already be at `sample_rate` (tfds records carry no
+  rate; LibriSpeech is 16 kHz). Raises AudioDecodeError naming the problem
+  when bytes do not decode, the sample rate differs from `sample_rate`
+  (resample offline first) or samples have an unusable dtype or shape.
   """
+  if isinstance(data, np.ndarray) and data.dtype != np.object_:
+    return _samples_to_float(data)
   try:
     wave, sr = soundfile.read(io.BytesIO(data), dtype='float32',
                               always_2d=True)
@@ -58,6 +63,21 @@ def decode_audio(data: bytes, sample_rate: int = 16000) -> np.ndarray:
         f'Audio is {sr} Hz but the front end expects {sample_rate} Hz: '
         'resample the dataset or set the log-mel sample_rate.')
   return wave.mean(axis=1)
+
+
+def _samples_to_float(samples: np.ndarray) -> np.ndarray:
+  if samples.ndim == 2:  # [N, channels]
+    samples = samples.mean(axis=1)
+  if samples.ndim != 1 or not samples.size:
+    raise AudioDecodeError(f'Decoded audio must be [samples] or [samples, '
+                           f'channels], got shape {samples.shape}.')
+  if np.issubdtype(samples.dtype, np.integer):
+    return (samples / float(np.iinfo(samples.dtype).max + 1)).astype(
+        np.float32)
+  if np.issubdtype(samples.dtype, np.floating):
+    return samples.astype(np.float32)
+  raise AudioDecodeError(f'Decoded audio of dtype {samples.dtype}: expected '
+                         'integer PCM or float samples.')
 
 
 def _hz_to_mel(hz):

@@ -31,7 +31,9 @@ A batch is a dict of NumPy arrays, per process (not global):
 Record keys come from `input.fields` (output field -> record key); a key
 may be a path 'a/b' into nested features (e.g. clevr's
 'question_answer/question'). Images may be encoded bytes or decoded uint8
-arrays (tfds Image features); audio must be encoded bytes.
+arrays (tfds Image features); audio may be encoded bytes or decoded
+samples (tfds Audio features, e.g. LibriSpeech's int16), cropped to the
+first input.num_frames frames.
 
 Aligned lists (VQA): the output fields in `input.aligned_fields` read
 records whose values are lists of the same length (questions, answers,
@@ -160,14 +162,17 @@ class Preprocess:
     # Decoding and the FFT dominate the pipeline's cost, so each clip's
     # features are computed once (cached) and random placement in time is a
     # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
-    feats, free = self._clip_features(data)
+    if isinstance(data, np.ndarray):  # decoded samples: not hashable
+      feats, free = self._clip_features_uncached(data)
+    else:
+      feats, free = self._clip_features(data)
     if self.train and self.cfg.audio_augment:
       feats, free = audio_lib.augment_features(feats, free, rng,
                                                **self.cfg.audio_augment)
     shift = int(rng.integers(0, free + 1)) if self.train else free // 2
     return audio_lib.shift_frames(feats, shift)
 
-  def _clip_features_uncached(self, data: bytes):
+  def _clip_features_uncached(self, data):
     wave = audio_lib.decode_audio(data, self.mel.sample_rate)
     return audio_lib.clip_features(wave, self.mel)
 
