@@ -1,0 +1,106 @@
+"""Import public HuggingFace PyTorch checkpoints into our models.
+
+  from multimodal import hf_import
+  model_config, params = hf_import.convert('clip', '/path/to/clip-dir')
+  model = hf_import.load_model(model_config, params)
+
+`convert(family, source, hf_config=None)` returns our model config (a dict
+for `multimodal.models.build_model`) and the model's parameters as a nested
+dict of float32 numpy arrays, exactly `nnx.to_pure_dict(nnx.state(model,
+nnx.Param))` of the model that config builds. Families (FAMILIES):
+
+  clip     CLIPModel          -> contrastive (towers 'image', 'text')
+  siglip   SiglipModel        -> contrastive (towers 'image', 'text')
+  vit      ViTModel           -> vit
+  whisper  Whisper encoder    -> audio_transformer (conv1d stem)
+
+Reading a checkpoint needs only numpy and `safetensors`; torch and
+transformers are not imported.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from multimodal.hf_import import clip
+from multimodal.hf_import import common
+from multimodal.hf_import import siglip
+from multimodal.hf_import import vit
+from multimodal.hf_import import whisper
+from multimodal.hf_import.common import ConversionError
+
+Converter = Callable[[Any, dict], tuple[dict, dict]]
+
+FAMILIES: dict[str, Converter] = {
+    'clip': clip.convert,
+    'siglip': siglip.convert,
+    'vit': vit.convert,
+    'whisper': whisper.convert,
+}
+
+
+def convert(family: str, source: Any, hf_config: Any = None
+            ) -> tuple[dict, dict]:
+  """Converts a HF checkpoint of `family` into (model_config, params).
+
+  Args:
+    family: one of FAMILIES.
+    source: a state dict (name -> numpy array or torch tensor), a torch
+      module (its state_dict() and, unless hf_config is given, its .config),
+      a .safetensors file, or a HF save_pretrained directory (single or
+      sharded model.safetensors).
+    hf_config: the HF config: a transformers config object, its dict, or a
+      config.json path. Optional when `source` is a module or a directory
+      (or a .safetensors file next to a config.json).
+
+  Returns:
+    (model_config, params): `build_model(model_config, rngs=...)` builds the
+    model, and `params` (nested dict of float32 numpy arrays) is its pure
+    parameter dict, loadable with `nnx.replace_by_pure_dict` (see
+    load_model).
+
+  Raises:
+    ConversionError (a ValueError) naming the unknown family, or listing the
+    checkpoint's missing keys, unexpected keys and shape mismatches by name.
+  """
+  if family not in FAMILIES:
+    raise ConversionError(f'Unknown checkpoint family {family!r}; known: '
+                          f'{sorted(FAMILIES)}.')
+  config = common.find_config(source, hf_config)
+  state = common.load_state_dict(source)
+  model_config, params = FAMILIES[family](config, state)
+  common.check_against_model(model_config, params, family)
+  return model_config, params
+
+
+def load_model(model_config: dict, params: dict, *, rngs: Any = None):
+  """Builds `model_config` and loads `params` (from `convert`) into it.
+
+  Without `rngs` the model is traced abstractly (nnx.eval_shape), so no
+  random initial weights are computed only to be overwritten; a model that
+  also holds non-parameter state (e.g. dropout RNG streams), or one given
+  `rngs` for them, is built for real.
+
+  Returns:
+    The nnx model, its parameters those of the checkpoint (float32 jax
+    arrays).
+  """
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from multimodal.models import build_model  # pylint: disable=g-import-not-at-top
+
+  model = None
+  if rngs is None:
+    model = nnx.eval_shape(
+        lambda: build_model(model_config, rngs=nnx.Rngs(0)))
+    if jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
+      model = None  # holds RNG streams etc.: build it for real
+  if model is None:
+    model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
+  state = nnx.state(model, nnx.Param)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(model, state)
+  return model
+
+
+__all__ = ['ConversionError', 'FAMILIES', 'convert', 'load_model']
