@@ -114,8 +114,8 @@ def test_quickstart(digits_data_dir, tmp_path):
   text = _text(nb)
   assert 'smoke mode: True' in text
   assert 'Zero-shot accuracy (test split, step 24)' in text
-  assert 'Restored step 24' in text
-  assert 'Validation split: zero-shot accuracy' in text
+  assert 'Loaded contrastive model from' in text
+  assert 'Validation images vs text prompts:' in text and 'of 179' in text
   # Training really ran: a loss every 2 steps, then the final evaluation.
   history = [json.loads(line)
              for line in (workdir / 'metrics.jsonl').read_text().splitlines()]
@@ -147,3 +147,23 @@ def test_tpu(digits_data_dir, tmp_path):
   assert [m['step'] for m in history if 'train/loss' in m] == list(range(1, 7))
   final = json.loads((workdir / 'final_validation.json').read_text())
   assert final['validation/num_examples'] == 179
+
+
+def test_finetune(digits_data_dir, tmp_path):
+  workdir = tmp_path / 'workdir'
+  nb, seconds = run_notebook('finetune.ipynb', tmp_path, {
+      'MULTIMODAL_DATA_DIR': digits_data_dir,
+      'MULTIMODAL_NOTEBOOK_WORKDIR': str(workdir)})
+  print(f'finetune.ipynb ran in {seconds:.0f} s')
+  text = _text(nb)
+  # Smoke mode pretrains and exports its own tiny contrastive model.
+  assert (workdir / 'contrastive_export' / 'model.safetensors').exists()
+  assert 'init_from ' in text and 'parameter arrays' in text
+  final = json.loads((workdir / 'vqa' / 'final_validation.json').read_text())
+  assert 0 <= final['validation/vqa/full/all'] <= 1
+  assert 'of 20 answers right with both modalities' in text
+  # Four records: each an HTML table (image and answers) and an audio player.
+  html = [out['data']['text/html'] for out in _outputs(nb, 'display_data')
+          if 'text/html' in out.get('data', {})]
+  assert sum('data:image/png;base64' in h for h in html) == 4
+  assert sum('<audio' in h for h in html) == 4
