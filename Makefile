@@ -5,8 +5,10 @@ PY := $(VENV)/bin/python
 DATA_DIR ?= data
 WORKDIR ?= workdirs/demo
 DEMO_CONFIG ?= experiments/contrastive_digits.py
+EXPORT_DIR ?= exports/contrastive_digits
+FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
-.PHONY: demo test setup data clean
+.PHONY: demo test setup data clean finetune
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -25,8 +27,18 @@ demo: setup data
 	$(PY) -m multimodal.train --config=$(DEMO_CONFIG) --workdir=$(WORKDIR) \
 	  --config.dataset.data_dir=$(DATA_DIR)
 
+# The demo's model as an export (needs `make demo` first).
+$(EXPORT_DIR)/model.json: | setup
+	$(PY) -m multimodal.export --workdir=$(WORKDIR) --out=$(EXPORT_DIR)
+
+# VQA with image and audio towers initialised from the demo's export.
+finetune: setup data $(EXPORT_DIR)/model.json
+	$(PY) -m multimodal.train --config=experiments/vqa_digits.py:finetune \
+	  --workdir=$(FINETUNE_WORKDIR) --config.dataset.data_dir=$(DATA_DIR) \
+	  --config.init_from.path=$(EXPORT_DIR)
+
 test: setup
 	$(PY) -m pytest -q -n 2 tests
 
 clean:
-	rm -rf $(WORKDIR)
+	rm -rf $(WORKDIR) $(EXPORT_DIR) $(FINETUNE_WORKDIR)
