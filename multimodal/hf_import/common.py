@@ -110,7 +110,7 @@ def _read_directory(path: str) -> dict[str, np.ndarray]:
 
 
 def load_state_dict(source: Any) -> dict[str, np.ndarray]:
-  """name -> float32 numpy array, from any supported source.
+  """name -> numpy array (floating point ones as float32), from any source.
 
   Args:
     source: a mapping name -> numpy array / torch tensor (e.g. a PyTorch
