@@ -55,3 +55,22 @@ def captioning_tiny_config(digits_data_dir):
 @pytest.fixture()
 def vqa_tiny_config(digits_data_dir):
   return _tiny('vqa_digits', digits_data_dir)
+
+
+def short_training_run(config, workdir, steps: int = 20):
+  """Trains `config` for `steps` (logging every step, lr 3e-3, evaluating on
+  the 179-record validation split); returns (final metrics, losses) after
+  checking that the loss came down."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from multimodal import metrics_writer, train  # pylint: disable=g-import-not-at-top
+  config.total_steps = steps
+  config.log_every = 1
+  config.checkpoint_every = 1000
+  config.optimizer.lr = 3e-3
+  config.eval_split = 'validation'
+  final = train.train_and_evaluate(config, str(workdir))
+  losses = [m['train/loss'] for m in metrics_writer.read_metrics(
+      str(workdir)) if 'train/loss' in m]
+  assert len(losses) == steps
+  assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
+  return final, losses
