@@ -48,14 +48,11 @@ def encoder_blocks(r: common.StateReader, prefix: str, *, depth: int,
   for i in range(depth):
     p = f'{prefix}.{i}'
     a = f'{p}.self_attn'
-    blocks[i] = {
-        'norm1': common.layer_norm(r, f'{p}.layer_norm1', width),
-        'attn': common.attention(r, q=f'{a}.q_proj', k=f'{a}.k_proj',
-                                 v=f'{a}.v_proj', o=f'{a}.out_proj',
-                                 width=width, num_heads=num_heads),
-        'norm2': common.layer_norm(r, f'{p}.layer_norm2', width),
-        'mlp': common.mlp(r, f'{p}.mlp.fc1', f'{p}.mlp.fc2', width, mlp_dim),
-    }
+    names = dict(ln1=f'{p}.layer_norm1', q=f'{a}.q_proj', k=f'{a}.k_proj',
+                 v=f'{a}.v_proj', o=f'{a}.out_proj', ln2=f'{p}.layer_norm2',
+                 fc1=f'{p}.mlp.fc1', fc2=f'{p}.mlp.fc2')
+    blocks[i] = common.encoder_block(r, names, width=width,
+                                     num_heads=num_heads, mlp_dim=mlp_dim)
   return blocks
 
 

@@ -371,6 +371,23 @@ def mlp(r: StateReader, fc1: str, fc2: str, width: int, hidden: int
           'fc2': dense(r, fc2, hidden, width)}
 
 
+def encoder_block(r: StateReader, names: dict[str, str], *, width: int,
+                  num_heads: int, mlp_dim: int, **bias) -> dict[str, Any]:
+  """One pre-LN transformer layer -> our EncoderBlock params.
+
+  names: the torch module names of the layer's parts, keys ln1, q, k, v, o,
+  ln2, fc1, fc2. bias: q_bias / k_bias / v_bias as in `attention`.
+  """
+  return {
+      'norm1': layer_norm(r, names['ln1'], width),
+      'attn': attention(r, q=names['q'], k=names['k'], v=names['v'],
+                        o=names['o'], width=width, num_heads=num_heads,
+                        **bias),
+      'norm2': layer_norm(r, names['ln2'], width),
+      'mlp': mlp(r, names['fc1'], names['fc2'], width, mlp_dim),
+  }
+
+
 def patch_embedding(r: StateReader, prefix: str, *, channels: int,
                     patch: int, width: int, bias: bool
                     ) -> dict[str, np.ndarray]:

@@ -65,15 +65,9 @@ def convert(hf_config: Any, state: dict) -> tuple[dict, dict]:
   blocks = {}
   for i in range(g['depth']):
     n = _layer_names(prefix, i, hub)
-    blocks[i] = {
-        'norm1': common.layer_norm(r, n['ln1'], w),
-        'attn': common.attention(r, q=n['q'], k=n['k'], v=n['v'], o=n['o'],
-                                 width=w, num_heads=g['num_heads'],
-                                 q_bias=qkv_bias, k_bias=qkv_bias,
-                                 v_bias=qkv_bias),
-        'norm2': common.layer_norm(r, n['ln2'], w),
-        'mlp': common.mlp(r, n['fc1'], n['fc2'], w, g['mlp_dim']),
-    }
+    blocks[i] = common.encoder_block(
+        r, n, width=w, num_heads=g['num_heads'], mlp_dim=g['mlp_dim'],
+        q_bias=qkv_bias, k_bias=qkv_bias, v_bias=qkv_bias)
   params = {'core': {
       'embed': common.patch_embedding(
           r, f'{e}.patch_embeddings.projection', channels=g['channels'],

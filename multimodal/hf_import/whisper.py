@@ -54,14 +54,11 @@ def convert(hf_config: Any, state: dict) -> tuple[dict, dict]:
   for i in range(depth):
     p = f'{prefix}layers.{i}'
     a = f'{p}.self_attn'
-    blocks[i] = {
-        'norm1': common.layer_norm(r, f'{p}.self_attn_layer_norm', w),
-        'attn': common.attention(r, q=f'{a}.q_proj', k=f'{a}.k_proj',
-                                 v=f'{a}.v_proj', o=f'{a}.out_proj',
-                                 width=w, num_heads=num_heads, k_bias=False),
-        'norm2': common.layer_norm(r, f'{p}.final_layer_norm', w),
-        'mlp': common.mlp(r, f'{p}.fc1', f'{p}.fc2', w, mlp_dim),
-    }
+    names = dict(ln1=f'{p}.self_attn_layer_norm', q=f'{a}.q_proj',
+                 k=f'{a}.k_proj', v=f'{a}.v_proj', o=f'{a}.out_proj',
+                 ln2=f'{p}.final_layer_norm', fc1=f'{p}.fc1', fc2=f'{p}.fc2')
+    blocks[i] = common.encoder_block(r, names, width=w, num_heads=num_heads,
+                                     mlp_dim=mlp_dim, k_bias=False)
   params = {'core': {
       'embed': {
           'conv1': common.conv1d(r, f'{prefix}conv1', d_in=mels, d_out=w,
