@@ -36,6 +36,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 import safetensors.numpy
 
+from multimodal import metrics_writer
 from multimodal import pretrained
 from multimodal.data import audio as audio_lib
 from multimodal.data import pipeline
@@ -43,27 +44,15 @@ from multimodal.data import pipeline
 TOKENIZER = pretrained.TOKENIZER
 
 
-def _steps(workdir: str) -> list[int]:
-  ckpts = os.path.join(workdir, 'checkpoints')
-  if not os.path.isdir(ckpts):
-    return []
-  return sorted(int(d) for d in os.listdir(ckpts)
-                if d.isdigit() and os.path.isdir(os.path.join(ckpts, d,
-                                                              'state')))
-
-
 def _metrics_at(workdir: str, step: int) -> dict:
   """Evaluation metrics (not train/) that metrics.jsonl has for `step`."""
-  path = os.path.join(workdir, 'metrics.jsonl')
+  if not os.path.exists(os.path.join(workdir, 'metrics.jsonl')):
+    return {}
   out = {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        row = json.loads(line)
-        if row.get('step') == step:
-          out.update({k: v for k, v in row.items()
-                      if k not in ('step', 'time')
-                      and not k.startswith('train/')})
+  for row in metrics_writer.read_metrics(workdir):
+    if row.get('step') == step:
+      out.update({k: v for k, v in row.items()
+                  if k not in ('step', 'time') and not k.startswith('train/')})
   return out
 
 
@@ -81,7 +70,6 @@ def preprocess_settings(config: mlc.ConfigDict) -> dict:
                'pad_id': 0, 'bos_id': 2, 'eos_id': 3},
       'fields': inp.get('fields', {}),
   }
-
 
 
 def _card(config, model_config, step, num_params, metrics, out) -> str:
@@ -112,7 +100,7 @@ def export(workdir: str, out: str, step: int | None = None) -> str:
   workdir, out = os.path.abspath(workdir), os.path.abspath(out)
   if os.path.exists(out):
     raise FileExistsError(f'{out} exists; choose a new --out directory.')
-  steps = _steps(workdir)
+  steps = pretrained.checkpoint_steps(workdir)
   if not steps:
     raise FileNotFoundError(f'No checkpoints in {workdir}/checkpoints.')
   step = steps[-1] if step is None else step

@@ -88,6 +88,16 @@ def abstract_model(model_config) -> nnx.Module:
                                               rngs=nnx.Rngs(0)))
 
 
+def checkpoint_steps(workdir: str) -> list[int]:
+  """The steps with a saved train state under workdir/checkpoints, sorted."""
+  ckpts = os.path.join(workdir, 'checkpoints')
+  if not os.path.isdir(ckpts):
+    return []
+  return sorted(int(d) for d in os.listdir(ckpts)
+                if d.isdigit() and os.path.isdir(os.path.join(ckpts, d,
+                                                              'state')))
+
+
 def _state_dir(path: str) -> str:
   """The orbax directory holding a parameter tree under `path`."""
   path = os.path.abspath(os.path.expanduser(path))
@@ -95,29 +105,35 @@ def _state_dir(path: str) -> str:
     return os.path.join(path, PARAMS_DIR)
   if os.path.isdir(os.path.join(path, 'state')):  # a checkpoint step
     return os.path.join(path, 'state')
-  ckpts = os.path.join(path, 'checkpoints')
-  if os.path.isdir(ckpts):
-    steps = sorted(int(d) for d in os.listdir(ckpts) if d.isdigit())
-    if steps:
-      return os.path.join(ckpts, str(steps[-1]), 'state')
+  steps = checkpoint_steps(path)
+  if steps:
+    return os.path.join(path, 'checkpoints', str(steps[-1]), 'state')
   raise FileNotFoundError(
       f'No parameters at {path}: expected an export directory (with '
       f'{PARAMS_DIR}/), a training workdir (with checkpoints/<step>/) or a '
       'checkpoint step directory (with state/).')
 
 
+def _experiment_config(path: str) -> dict | None:
+  """config.json of an export or workdir, or of a checkpoint step's workdir."""
+  for candidate in (os.path.join(path, CONFIG_JSON),
+                    os.path.join(path, '..', '..', CONFIG_JSON)):
+    config = _read_json(candidate)
+    if config is not None:
+      return config
+  return None
+
+
 def _model_config_of(path: str) -> dict:
   """The model config saved beside the parameters (export or workdir)."""
   path = os.path.abspath(os.path.expanduser(path))
-  for candidate, key in ((os.path.join(path, MODEL_JSON), None),
-                         (os.path.join(path, CONFIG_JSON), 'model'),
-                         (os.path.join(path, '..', '..', CONFIG_JSON),
-                          'model')):
-    if os.path.exists(candidate):
-      with open(candidate) as f:
-        config = json.load(f)
-      return config[key] if key else config
-  raise FileNotFoundError(f'No {MODEL_JSON} or {CONFIG_JSON} found for {path}.')
+  config = _read_json(os.path.join(path, MODEL_JSON))
+  if config is None:
+    config = (_experiment_config(path) or {}).get('model')
+  if config is None:
+    raise FileNotFoundError(
+        f'No {MODEL_JSON} or {CONFIG_JSON} found for {path}.')
+  return config
 
 
 def read_params(path: str, shardings=None):
@@ -188,15 +204,33 @@ class Pretrained:
   def build_model(self, **overrides) -> nnx.Module:
     """The NNX model with these parameters; `overrides` change the model
     config (e.g. dtype) but not parameter shapes."""
-    config = {**self.model_config, **overrides}
-    model = abstract_model(config)
-    # Built abstractly (no initialisation cost); any non-parameter state
-    # (dropout RNG streams) stays abstract, so use the model for inference.
-    graphdef, state, rest = nnx.split(model, nnx.Param, ...)
-    check_same_tree(flatten(nnx.to_pure_dict(state)), flatten(self.params),
-                    where=self.path)
-    nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, self.params))
-    return nnx.merge(graphdef, state, rest)
+    return model_with_params({**self.model_config, **overrides}, self.params,
+                             where=self.path)
+
+
+def model_with_params(model_config, params, *, where: str,
+                      rngs: nnx.Rngs | None = None) -> nnx.Module:
+  """Builds `model_config` with `params` (a pure parameter dict) loaded.
+
+  Without `rngs` the model is traced abstractly, so no random weights are
+  computed only to be overwritten; a model that also holds non-parameter
+  state (e.g. dropout RNG streams), or one given `rngs` for them, is built
+  for real. Raises one error naming every parameter that does not fit
+  (`where` names the source).
+  """
+  model = None
+  if rngs is None:
+    model = abstract_model(model_config)
+    if jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
+      model = None  # holds RNG streams etc.: build it for real
+  if model is None:
+    model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
+  state = nnx.state(model, nnx.Param)
+  check_same_tree(flatten(nnx.to_pure_dict(state)), flatten(params),
+                  where=where)
+  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
+  nnx.update(model, state)
+  return model
 
 
 def _read_json(path: str, default=None):
@@ -215,9 +249,7 @@ def load_pretrained(path: str, shardings=None) -> Pretrained:
   path = os.path.abspath(os.path.expanduser(path))
   params = read_params(path, shardings)
   model_config = _model_config_of(path)
-  config = _read_json(os.path.join(path, CONFIG_JSON))
-  if config is None:
-    config = _read_json(os.path.join(path, '..', '..', CONFIG_JSON))
+  config = _experiment_config(path)
   config = mlc.ConfigDict(config) if config is not None else None
   preprocess = _read_json(os.path.join(path, PREPROCESS_JSON))
   if preprocess is None and config is not None:

@@ -75,32 +75,17 @@ def convert(family: str, source: Any, hf_config: Any = None
 def load_model(model_config: dict, params: dict, *, rngs: Any = None):
   """Builds `model_config` and loads `params` (from `convert`) into it.
 
-  Without `rngs` the model is traced abstractly (nnx.eval_shape), so no
-  random initial weights are computed only to be overwritten; a model that
-  also holds non-parameter state (e.g. dropout RNG streams), or one given
-  `rngs` for them, is built for real.
+  See multimodal.pretrained.model_with_params (built abstractly unless the
+  model holds non-parameter state or `rngs` is given).
 
   Returns:
     The nnx model, its parameters those of the checkpoint (float32 jax
     arrays).
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from flax import nnx  # pylint: disable=g-import-not-at-top
-  from multimodal.models import build_model  # pylint: disable=g-import-not-at-top
-
-  model = None
-  if rngs is None:
-    model = nnx.eval_shape(
-        lambda: build_model(model_config, rngs=nnx.Rngs(0)))
-    if jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
-      model = None  # holds RNG streams etc.: build it for real
-  if model is None:
-    model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
-  state = nnx.state(model, nnx.Param)
-  nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
-  nnx.update(model, state)
-  return model
+  from multimodal import pretrained  # pylint: disable=g-import-not-at-top
+  return pretrained.model_with_params(model_config, params,
+                                      where='the converted checkpoint',
+                                      rngs=rngs)
 
 
 __all__ = ['ConversionError', 'FAMILIES', 'convert', 'load_model']

@@ -427,33 +427,18 @@ def detect_prefix(state: Mapping[str, Any], probe: str,
 # Checking the result against the model it is for.
 
 
-def _flatten(tree: Mapping[Any, Any], prefix: tuple = ()) -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, Mapping):
-      out.update(_flatten(value, prefix + (key,)))
-    else:
-      out[prefix + (key,)] = value
-  return out
-
-
 def check_against_model(model_config: Mapping[str, Any],
                         params: Mapping[str, Any], family: str) -> None:
   """Raises ConversionError unless `params` is exactly the model's pure
   parameter dict (same paths, same shapes). Traced abstractly (no arrays)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from multimodal.models import build_model  # pylint: disable=g-import-not-at-top
+  from multimodal import pretrained  # pylint: disable=g-import-not-at-top
 
-  model = nnx.eval_shape(lambda: build_model(model_config, rngs=nnx.Rngs(0)))
-  expected = _flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
-  got = _flatten(params)
-  name = lambda path: '/'.join(str(p) for p in path)  # noqa: E731
-  problems = [f'missing {name(p)}' for p in expected if p not in got]
-  problems += [f'extra {name(p)}' for p in got if p not in expected]
-  problems += [f'{name(p)}: {tuple(got[p].shape)} vs model '
-               f'{tuple(expected[p].shape)}'
-               for p in expected if p in got
-               and tuple(got[p].shape) != tuple(expected[p].shape)]
-  if problems:
+  model = pretrained.abstract_model(model_config)
+  expected = pretrained.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  try:
+    pretrained.check_same_tree(expected, pretrained.flatten(params),
+                               where=f'the {family} import')
+  except ValueError as e:
     raise ConversionError(f'{family} import produced parameters that do not '
-                          'fit the model config:\n  ' + '\n  '.join(problems))
+                          f'fit the model config:\n{e}') from None
