@@ -40,6 +40,7 @@ from multimodal import metrics_writer
 from multimodal import pretrained
 from multimodal.data import audio as audio_lib
 from multimodal.data import pipeline
+from multimodal.models import generate
 
 TOKENIZER = pretrained.TOKENIZER
 
@@ -67,7 +68,8 @@ def preprocess_settings(config: mlc.ConfigDict) -> dict:
                 'range': [-1.0, 1.0]},
       'audio': {'log_mel': mel},
       'text': {'max_len': inp.get('max_text_len'), 'tokenizer': TOKENIZER,
-               'pad_id': 0, 'bos_id': 2, 'eos_id': 3},
+               'pad_id': generate.PAD_ID, 'bos_id': generate.BOS_ID,
+               'eos_id': generate.EOS_ID},
       'fields': inp.get('fields', {}),
   }
 
