@@ -63,12 +63,12 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
 
   c.captioning = dict(targets=(('image', 'image_text'),
                                ('audio', 'audio_text')))
-  c.evals.max_new_tokens = 20
+  c.decoding.max_new_tokens = 20
   # Tuples, not lists: ml_collections can override tuples from the command
   # line.
-  c.evals.wer_media = ('audio',)
+  c.evals = dict(caption=dict(type='caption', wer_media=('audio',)))
 
   if 'tiny' in flags:
     digits_seq2seq.make_tiny(c)
-    c.evals.max_new_tokens = 8
+    c.decoding.max_new_tokens = 8
   return c

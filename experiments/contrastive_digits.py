@@ -58,14 +58,22 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       bias_init=-10.0,
   )
 
+  # Evaluators (multimodal/evaluators), each entry a type and its arguments.
+  # Tuples, not lists: ml_collections can override tuples from the command
+  # line (--config.evals.zeroshot_audio.prompts="('the word {}',)").
+  classes = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven',
+             'eight', 'nine')
   c.evals = dict(
-      # Tuples, not lists: ml_collections can override tuples from the
-      # command line (--config.evals.audio_prompts="('the word {word}',)").
-      class_names=('zero', 'one', 'two', 'three', 'four', 'five', 'six',
-                   'seven', 'eight', 'nine'),
-      image_prompts=('a handwritten {word}', 'the digit {digit} written by hand'),
-      audio_prompts=('the word {word}', 'someone saying {word}'),
-      recall_ks=(1, 5),
+      zeroshot_image=dict(type='zeroshot', media='image', text='image_text',
+                          class_names=classes,
+                          prompts=('a handwritten {}',
+                                   'the digit {index} written by hand')),
+      zeroshot_audio=dict(type='zeroshot', media='audio', text='audio_text',
+                          class_names=classes,
+                          prompts=('the word {}', 'someone saying {}')),
+      zeroshot_image_audio=dict(type='zeroshot_by_example', media='image',
+                                prototypes='audio'),
+      retrieval=dict(type='retrieval', ks=(1, 5)),
   )
 
   if variant == 'tiny':

@@ -5,33 +5,17 @@ contrastive_digits.py and digits_seq2seq.py (captioning, VQA) start from
 """
 import ml_collections as mlc
 
-from multimodal import distributed
+from data_pipelines import digits_trimodal
+from multimodal import base_config as library_base
 
 
 def base_config() -> mlc.ConfigDict:
-  """Runtime, mesh, data source, input pipeline and optimizer defaults."""
-  c = mlc.ConfigDict()
-  c.seed = 0
-  c.log_every = 25
-  c.checkpoint_keep = 2
-  c.train_split = 'train'
-  c.eval_split = 'test'
-  # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices
-  # or hosts (see multimodal/mesh.py).
-  c.mesh = dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1,
-                dcn_tensor=1)
-  # Which mesh axes each logical parameter/activation axis is split over: a
-  # preset of multimodal/sharding.py (data_parallel, fsdp, fsdp_tensor) plus
-  # (name, mesh_axes) overrides. E.g. FSDP over 8 devices:
-  #   --config.mesh.data=1 --config.mesh.fsdp=-1 --config.sharding.rules=fsdp
-  c.sharding = dict(rules='data_parallel', overrides=())
-  # Multi-process start-up; all defaults detect the cluster (see
-  # multimodal/distributed.py and launch/README.md).
-  c.distributed = distributed.default_config()
-  c.dataset = dict(name='digits_trimodal', data_dir=mlc.FieldReference(
-      None, field_type=str))
-
-  c.input = mlc.ConfigDict()
+  """The library's base config with the digits data source and input."""
+  c = library_base.base()
+  c.imports = ('data_pipelines.digits_trimodal',)  # registers its source
+  c.dataset = dict(source='digits_trimodal', name='digits_trimodal',
+                   data_dir=mlc.FieldReference(None, field_type=str))
+  c.input.tokenizer = digits_trimodal.TOKENIZER_PATH
   c.input.image_size = 16
   c.input.image_channels = 1
   c.input.augment = dict(max_shift=0.1, max_scale=0.1, max_rotate=10.0)
@@ -41,21 +25,6 @@ def base_config() -> mlc.ConfigDict:
   c.input.audio_augment = dict(max_stretch=0.15, max_freq_shift=3,
                                max_time_mask=8, max_freq_mask=8, max_tilt=0.0)
   c.input.audio_cache_size = 20000  # clips whose features stay in memory
-  c.input.tokenizer = mlc.FieldReference(None, field_type=str)
-  c.input.skip_corrupt = False
-  c.input.num_threads = 2
-  c.input.prefetch = 64
-  c.input.num_workers = 0
-
-  # frozen: regexes of parameters that never change (e.g. '^towers/image/'
-  # for a LiT-style locked tower); lr_mults: ((regex, multiplier), ...).
-  c.optimizer = dict(name='adamw', lr=1e-3, b1=0.9, b2=0.95,
-                     weight_decay=1e-4, warmup_steps=50, clip_norm=1.0,
-                     final_fraction=0.01, frozen=(), lr_mults=())
-  # Start from pretrained parameters (an export, workdir or checkpoint);
-  # see multimodal/pretrained.py. Empty path: train from scratch.
-  c.init_from = dict(path='', include=('.*',), exclude=(), rename=(),
-                     resample_posemb=True)
   return c
 
 

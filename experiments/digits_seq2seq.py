@@ -60,7 +60,7 @@ def base_config(flags: set[str]) -> mlc.ConfigDict:
     c.init_from.include = ('^towers/(image|audio)/',)
     c.init_from.exclude = ('map_head',)
 
-  c.evals = dict(max_new_tokens=6, beam_size=1, alpha=0.6)
+  c.decoding = dict(max_new_tokens=6, beam_size=1, alpha=0.6)
   return c
 
 

@@ -66,8 +66,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.towers = dict(audio=audio)
     c.model.decoder.max_len = 97
     c.captioning = dict(targets=(('audio', 'audio_text'),))
-    c.evals.max_new_tokens = 96
-    c.evals.wer_media = ('audio',)
+    c.decoding.max_new_tokens = 96
+    c.evals = dict(caption=dict(type='caption', wer_media=('audio',)))
     return c
 
   _rgb_image_model(c, image_size=64)
@@ -83,7 +83,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.input.max_text_len = 48
     c.model.decoder.max_len = 1 + 48 + 8
     c.vqa = dict(media=('image',), ablate_modalities=False)
-    c.evals.max_new_tokens = 8
+    c.decoding.max_new_tokens = 8
+    c.evals = dict(vqa=dict(type='vqa'))
   else:
     c.task = 'captioning'
     c.input.fields = dict(image='image', image_text='captions/text',
@@ -92,6 +93,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.input.max_text_len = 32
     c.model.decoder.max_len = 32
     c.captioning = dict(targets=(('image', 'image_text'),))
-    c.evals.max_new_tokens = 30
-    c.evals.wer_media = ()
+    c.decoding.max_new_tokens = 30
+    c.evals = dict(caption=dict(type='caption'))
   return c

@@ -90,10 +90,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   # Generation: a prompt block of 1 + 15 plus 4 new tokens.
   c.model.decoder.max_len = 20
   c.vqa = dict(media=('image', 'audio'), ablate_modalities=True)
-  c.evals.max_new_tokens = 4  # answers are at most 3 pieces + eos
+  c.decoding.max_new_tokens = 4  # answers are at most 3 pieces + eos
+  c.evals = dict(vqa=dict(type='vqa'))
 
   if 'tiny' in flags:
     digits_seq2seq.make_tiny(c)
     c.eval_batch_size = 60
-    c.evals.max_new_tokens = 4
+    c.decoding.max_new_tokens = 4
   return c

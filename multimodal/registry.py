@@ -1,19 +1,35 @@
-"""The one registry of models and tasks.
+"""The one registry of the framework's extension points.
 
-Everything a config names by string is looked up here, so adding a model or a
-task is one new module plus one ``@register`` line:
+Everything a config names by string is looked up here, so adding a fusion,
+an encoder, a data source, a field kind, a task or an evaluator is one new
+module with one ``@register`` line, in this package or in your own:
 
-    @registry.register('model', 'vit')
-    class ViT(nnx.Module): ...
+    @registry.register('fusion', 'my_fusion')
+    class MyFusion(nnx.Module): ...
 
-    registry.get('model', 'vit')  # -> ViT
+    registry.get('fusion', 'my_fusion')  # -> MyFusion
 
-Kinds in use: 'model' (Flax NNX modules built from a config) and 'task'
-(training objectives with their evaluators).
+Kinds and where their contracts are documented:
+  model      whole models built from config.model (multimodal/models)
+  encoder    modality towers (multimodal/models)
+  decoder    text decoders (multimodal/models/decoder.py)
+  fusion     memory fusions of an encoder-decoder (multimodal/models/fusion.py)
+  source     data sources named by config.dataset.source
+             (multimodal/data/sources)
+  field      preprocessing of one field kind, e.g. image, audio, text
+             (multimodal/data/kinds)
+  task       training objectives (multimodal/tasks)
+  evaluator  metrics composed in config.evals (multimodal/evaluators)
+
+A module outside the package registers when it is imported: list it in
+`config.imports` (e.g. ``('my_lab.fusions',)``) and the trainer imports it
+before building anything (`import_modules`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+import importlib
+import inspect
+from typing import Any, Callable, Iterable
 
 _REGISTRY: dict[str, dict[str, Any]] = {}
 
@@ -23,7 +39,8 @@ def register(kind: str, name: str) -> Callable[[Any], Any]:
 
   def wrap(obj):
     table = _REGISTRY.setdefault(kind, {})
-    if name in table and table[name] is not obj:
+    if name in table and table[name] is not obj and not _same_definition(
+        table[name], obj):
       raise ValueError(f'{kind} {name!r} is registered twice: by '
                        f'{table[name]!r} and by {obj!r}. Pick another name.')
     table[name] = obj
@@ -32,13 +49,30 @@ def register(kind: str, name: str) -> Callable[[Any], Any]:
   return wrap
 
 
+def _same_definition(a, b) -> bool:
+  # One file imported under two module names (run as __main__ and imported)
+  # registers the same definition twice; that is not a clash.
+  return (getattr(a, '__qualname__', None) == getattr(b, '__qualname__', '')
+          and _source_file(a) == _source_file(b) is not None)
+
+
+def _source_file(obj) -> str | None:
+  try:
+    return inspect.getsourcefile(obj)
+  except TypeError:
+    return None
+
+
 def get(kind: str, name: str) -> Any:
   """Returns the object registered as ``(kind, name)`` or a clear error."""
   _import_builtins()
   table = _REGISTRY.get(kind, {})
   if name not in table:
     known = ', '.join(sorted(table)) or '(none)'
-    raise KeyError(f'Unknown {kind} {name!r}. Registered {kind}s: {known}.')
+    raise KeyError(f'Unknown {kind} {name!r}. Registered {kind}s: {known}. '
+                   'A module of your own registers with @registry.register('
+                   f'{kind!r}, NAME) and is imported by listing it in '
+                   'config.imports.')
   return table[name]
 
 
@@ -47,8 +81,23 @@ def names(kind: str) -> list[str]:
   return sorted(_REGISTRY.get(kind, {}))
 
 
+def import_modules(modules: Iterable[str]) -> None:
+  """Imports each dotted module name (config.imports) so its @register
+  lines run; a clear error names a module that cannot be imported."""
+  for name in modules or ():
+    try:
+      importlib.import_module(name)
+    except ImportError as e:
+      raise ImportError(
+          f'config.imports lists {name!r}, which cannot be imported ({e}). '
+          'Install your package (pip install -e .) or put its directory on '
+          'PYTHONPATH.') from e
+
+
 def _import_builtins() -> None:
   # Importing the packages runs their @register decorators.
   # pylint: disable=g-import-not-at-top,unused-import
+  import multimodal.data.kinds
+  import multimodal.evaluators
   import multimodal.models
   import multimodal.tasks

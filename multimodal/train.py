@@ -41,6 +41,7 @@ from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
 from multimodal.data import pipeline
+from multimodal.data import sources
 from multimodal.models import build_model
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -161,7 +162,7 @@ def shard_batch(batch: dict, sharding) -> dict:
 
 def pad_batch(batch: dict, size: int) -> dict:
   """Pads a final partial eval batch to `size` rows; `mask` marks real rows."""
-  n = len(batch['label'])
+  n = len(next(iter(batch.values())))
   out = {k: np.concatenate([v, np.zeros((size - n,) + v.shape[1:], v.dtype)])
          for k, v in batch.items()}
   out['mask'] = np.arange(size) < n
@@ -173,7 +174,7 @@ def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
   pc, pi = jax.process_count(), jax.process_index()
   per_process = config.eval_batch_size // pc
   it, preprocess, num_records = pipeline.make_iterator(
-      config, config.eval_split, train=False, fields=task.fields,
+      config, config.eval_split, train=False, fields=task.eval_fields,
       batch_size=per_process, process_index=pi, process_count=pc,
       source=source)
   # Every process must take part in every (collective) step, even when its
@@ -196,8 +197,44 @@ def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
                          prefix=config.eval_split)
 
 
+def validate_data(config, preprocess, num_train: int) -> None:
+  """Checks the training split's records before any step (config.input.
+  validate_records of them) and logs the problems found per reason.
+
+  A key no checked record has is a config mistake and always raises; other
+  problems raise with on_error='raise' and, with 'skip', when they exceed
+  max_skip_fraction of the records checked.
+  """
+  limit = config.input.get('validate_records', -1)
+  if not limit:
+    return
+  source = pipeline.open_source(config.dataset, config.train_split)
+  text_keys = [k for f, k in preprocess.keys().items()
+               if preprocess.kind_names[f] in ('text', 'texts')]
+  report = sources.validate(source, list(preprocess.keys().values()),
+                            text_keys=text_keys,
+                            max_records=None if limit < 0 else limit)
+  log(report.summary())
+  missing = report.counts.get('missing_key', 0)
+  if missing and missing == report.num_checked:
+    raise ValueError(f'No record has the keys config.input.fields names: '
+                     f'{report.examples["missing_key"][0]}. Fix '
+                     'config.input.fields (output field -> record key).')
+  bad = sum(report.counts.values())
+  if bad and config.input.on_error == 'raise':
+    reason = sorted(report.counts)[0]
+    raise ValueError(f'{bad} of {report.num_checked} training records cannot '
+                     f'be used, e.g. {report.examples[reason][0]}. Fix them or '
+                     "set config.input.on_error='skip' to skip and count them.")
+  if bad > config.input.max_skip_fraction * report.num_checked:
+    raise ValueError(f'{bad} of {report.num_checked} training records cannot '
+                     'be used, more than config.input.max_skip_fraction='
+                     f'{config.input.max_skip_fraction}:\n{report.summary()}')
+
+
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns the final evaluation metrics."""
+  registry.import_modules(config.get('imports', ()))
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -234,6 +271,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batch_size=per_process, process_index=jax.process_index(),
       process_count=jax.process_count())
   eval_source = pipeline.open_source(config.dataset, config.eval_split)
+  if distributed.is_coordinator():
+    validate_data(config, preprocess, num_train)
 
   checkpointer = ckpt_lib.Checkpointer(workdir,
                                        max_to_keep=config.checkpoint_keep)
@@ -282,7 +321,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         eta = (config.total_steps - step) * (now - t_start) / max(step - start - 1, 1)
         metrics = {f'train/{k}': float(v) for k, v in metrics.items()}
         metrics['train/examples_per_sec'] = rate
-        metrics['train/skipped_records'] = preprocess.skipped.count
+        metrics.update(preprocess.skipped.metrics())
         writer.write(step, metrics)
         log(f'step {step:5d}/{config.total_steps}  loss {metrics["train/loss"]:.4f}  '
             f'{rate:7.1f} ex/s  ETA {eta / 60:5.1f} min')
@@ -291,6 +330,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
               f'Loss is {metrics["train/loss"]} at step {step}; lower '
               'config.optimizer.lr or check the inputs.')
         t_last, step_last = now, step
+        preprocess.skipped.check(config.input.max_skip_fraction)
       stop = guard.agreed()
       if step % config.checkpoint_every == 0 or stop:
         checkpointer.save(step, state, train_iter, force=stop)

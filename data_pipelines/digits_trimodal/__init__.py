@@ -19,3 +19,24 @@ def build(data_dir: str) -> DigitsTrimodal:
   builder = DigitsTrimodal(data_dir=data_dir, file_format='array_record')
   builder.download_and_prepare()  # no-op when already prepared
   return builder
+
+
+def open_split(dataset_cfg, split: str):
+  """The `digits_trimodal` data source (config.dataset.source): the tfds
+  split, building the data under config.dataset.data_dir first if absent."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  data_dir = os.path.expanduser(dataset_cfg.get('data_dir') or
+                                tfds.core.constants.DATA_DIR)
+  builder = build(data_dir)
+  if split not in builder.info.splits:
+    raise ValueError(f'Split {split!r} is not in digits_trimodal; it has '
+                     f'{sorted(builder.info.splits)}.')
+  return builder.as_data_source(split)
+
+
+# The library never imports this project; experiments that use it list
+# 'data_pipelines.digits_trimodal' in config.imports, which registers the
+# source.
+from multimodal import registry  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
+
+registry.register('source', 'digits_trimodal')(open_split)

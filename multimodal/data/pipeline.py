@@ -47,7 +47,6 @@ covers every question of every record.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 import threading
 from typing import Any
@@ -56,213 +55,207 @@ from absl import logging
 import grain
 import numpy as np
 
-from multimodal.data import audio as audio_lib
-from multimodal.data import image as image_lib
+from multimodal import registry
+from multimodal.data import kinds as kinds_lib
+from multimodal.data import sources
 from multimodal.data import text as text_lib
+from multimodal.data.errors import DataError
 
-# Fields of an output batch and the kind of preprocessing each one gets.
-_KINDS = {'image': 'image', 'audio': 'audio', 'image_text': 'text',
-          'audio_text': 'text', 'question': 'text', 'answer': 'text',
-          'question_type': 'text', 'image_text_refs': 'texts',
-          'audio_text_refs': 'texts', 'answer_refs': 'texts', 'seed': 'seed'}
-# Kinds made from the example's randomness alone, not from a record key.
-_GENERATED = ('seed',)
+ON_ERROR = ('raise', 'skip')
 
 
 def open_source(dataset_cfg, split: str):
-  """Random-access tfds source for `split`; builds the built-in data if absent."""
-  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
-  data_dir = os.path.expanduser(dataset_cfg.data_dir or
-                                tfds.core.constants.DATA_DIR)
-  if dataset_cfg.name == 'digits_trimodal':
-    from data_pipelines import digits_trimodal  # pylint: disable=g-import-not-at-top
-    builder = digits_trimodal.build(data_dir)
-  else:
-    try:
-      builder = tfds.builder(dataset_cfg.name, data_dir=data_dir)
-    except ModuleNotFoundError as e:
-      if 'tensorflow' not in str(e):
-        raise
-      raise ModuleNotFoundError(
-          f'The tfds builder {dataset_cfg.name!r} needs TensorFlow just to be '
-          'constructed (its feature spec calls tf), and TensorFlow is not a '
-          'dependency here: pip install tensorflow-cpu, or use a dataset '
-          'whose builder does not need it.') from e
-  # Splits are unknown (empty) only for data not prepared yet, or mocked
-  # (tfds.testing.mock_data); reading then reports what is missing.
-  if builder.info.splits and split not in builder.info.splits:
-    raise ValueError(f'Split {split!r} is not in {dataset_cfg.name}; it has '
-                     f'{sorted(builder.info.splits)}.')
-  return builder.as_data_source(split)
+  """The random-access source of `split` named by config.dataset.source."""
+  return sources.open_source(dataset_cfg, split)
 
 
 def tokenizer_path(input_cfg) -> str:
-  if input_cfg.get('tokenizer'):
-    return os.path.expanduser(input_cfg.tokenizer)
-  from data_pipelines import digits_trimodal  # pylint: disable=g-import-not-at-top
-  return digits_trimodal.TOKENIZER_PATH
+  if not input_cfg.get('tokenizer'):
+    raise ValueError(
+        'config.input.tokenizer is not set: give a sentencepiece .model file '
+        '(train one on your texts with `python -m multimodal.tokenizer train '
+        '--data MANIFEST --field caption --vocab_size 8000 --out '
+        'DIR/spm.model`).')
+  return os.path.expanduser(input_cfg.tokenizer)
+
+
+def make_tokenizer(input_cfg) -> text_lib.Tokenizer:
+  return text_lib.Tokenizer(tokenizer_path(input_cfg), input_cfg.max_text_len)
 
 
 @dataclasses.dataclass
 class SkipCounter:
-  """Corrupt records skipped so far in this process (thread safe)."""
-  count: int = 0
+  """Records seen and skipped (per reason) in this process; thread safe.
+
+  `examples` keeps the first few messages per reason for the logs.
+  """
+  seen: int = 0
+  counts: dict = dataclasses.field(default_factory=dict)
+  examples: dict = dataclasses.field(default_factory=dict)
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
-  def add(self):
+  @property
+  def count(self) -> int:
+    return sum(self.counts.values())
+
+  def add_seen(self):
     with self.lock:
-      self.count += 1
+      self.seen += 1
+
+  def add(self, reason: str, message: str):
+    with self.lock:
+      self.counts[reason] = self.counts.get(reason, 0) + 1
+      shown = self.examples.setdefault(reason, [])
+      if len(shown) < 3:
+        shown.append(message)
+
+  def metrics(self, prefix: str = 'data') -> dict[str, float]:
+    """{'data/skipped': n, 'data/skipped/<reason>': n, 'data/seen': n}."""
+    with self.lock:
+      out = {f'{prefix}/skipped/{r}': float(n) for r, n in self.counts.items()}
+      out[f'{prefix}/skipped'] = float(sum(self.counts.values()))
+      out[f'{prefix}/seen'] = float(self.seen)
+    return out
+
+  def check(self, max_fraction: float) -> None:
+    """Raises when more than `max_fraction` of the records seen were
+    skipped: a dataset that broken is a mistake, not noise."""
+    with self.lock:
+      skipped, seen = sum(self.counts.values()), self.seen
+      if not seen or skipped <= max_fraction * seen:
+        return
+      detail = '; '.join(f'{r}: {n} (e.g. {self.examples[r][0]})'
+                         for r, n in sorted(self.counts.items()))
+    raise RuntimeError(
+        f'{skipped} of {seen} records were skipped ({100 * skipped / seen:.1f}% '
+        f'> config.input.max_skip_fraction={max_fraction}): {detail}. Fix '
+        'the data, or raise max_skip_fraction if that much loss is expected.')
+
+
+class _Guarded:
+  """A source whose unreadable records (DataError: a missing file, a
+  truncated tar member...) come back as {'__error__': error} instead of
+  raising inside grain, so Preprocess can count or report them."""
+
+  def __init__(self, source):
+    self.source = source
+
+  def __len__(self):
+    return len(self.source)
+
+  def __getitem__(self, index):
+    try:
+      return self.source[index]
+    except DataError as e:
+      e.record = e.record or f'#{index}'
+      return {'__error__': e}
+
+
+def record_id(record: dict[str, Any]) -> str:
+  rid = record.get('__key__', record.get('id', '?'))
+  return rid.decode() if isinstance(rid, bytes) else str(rid)
 
 
 class Preprocess:
   """Turns one raw record into one example of the batch fields in `fields`.
 
   `input_cfg.fields` maps output field -> record key (e.g. audio -> speech),
-  so the same code reads other datasets by changing config only.
+  and each field's kind (multimodal.data.kinds) does its preprocessing, so
+  the same code reads any dataset by changing config only. Records that
+  cannot be used (DataError) raise, naming the record, or with
+  `input_cfg.on_error = 'skip'` are counted per reason in `self.skipped`
+  and dropped.
   """
 
-  def __init__(self, input_cfg, fields: list[str], train: bool):
-    unknown = [f for f in fields if f not in _KINDS]
-    if unknown:
-      raise ValueError(f'No preprocessing known for fields {unknown}; known: '
-                       f'{sorted(_KINDS)}.')
-    unmapped = [f for f in fields if _KINDS[f] not in _GENERATED
+  def __init__(self, input_cfg, fields: list[str], train: bool,
+               tokenizer: text_lib.Tokenizer | None = None):
+    on_error = input_cfg.get('on_error', 'raise')
+    if on_error not in ON_ERROR:
+      raise ValueError(f'config.input.on_error={on_error!r}: use one of '
+                       f'{ON_ERROR}.')
+    self.on_error = on_error
+    self.cfg = input_cfg
+    self.train = train
+    self.tokenizer = tokenizer or make_tokenizer(input_cfg)
+    self.kind_names = {f: kinds_lib.kind_of(f, input_cfg) for f in fields}
+    self.kinds = {f: registry.get('field', k)(input_cfg, train=train,
+                                              tokenizer=self.tokenizer)
+                  for f, k in self.kind_names.items()}
+    unmapped = [f for f in fields if not self.kinds[f].generated
                 and f not in input_cfg.fields]
     if unmapped:
       raise ValueError(f'Fields {unmapped} have no record key: add them to '
                        'config.input.fields (output field -> record key).')
-    self.cfg = input_cfg
     self.fields = fields
-    self.train = train
     self.aligned = [f for f in input_cfg.get('aligned_fields', ())
                     if f in fields]
     self.aligned_items = input_cfg.get('aligned_items', 0)
-    self.max_references = input_cfg.get('max_references', 0)
-    self.tokenizer = text_lib.Tokenizer(tokenizer_path(input_cfg),
-                                        input_cfg.max_text_len)
-    self.mel = audio_lib.LogMelConfig(num_frames=input_cfg.num_frames,
-                                      num_mels=input_cfg.num_mels)
     self.skipped = SkipCounter()
-    self._clip_features = self._clip_features_uncached
-    if input_cfg.audio_cache_size:
-      self._clip_features = functools.lru_cache(
-          maxsize=input_cfg.audio_cache_size)(self._clip_features_uncached)
 
-  def _image(self, data, rng):
-    aug = self.cfg.augment if self.train else None
-    img = image_lib.decode_image(data, self.cfg.image_channels)
-    if aug:
-      return image_lib.to_array(img, self.cfg.image_size, rng=rng,
-                                max_shift=aug.max_shift,
-                                max_scale=aug.max_scale,
-                                max_rotate=aug.max_rotate)
-    return image_lib.to_array(img, self.cfg.image_size)
-
-  def _audio(self, data, rng):
-    # Decoding and the FFT dominate the pipeline's cost, so each clip's
-    # features are computed once (cached) and random placement in time is a
-    # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
-    if isinstance(data, np.ndarray):  # decoded samples: not hashable
-      feats, free = self._clip_features_uncached(data)
-    else:
-      feats, free = self._clip_features(data)
-    if self.train and self.cfg.audio_augment:
-      feats, free = audio_lib.augment_features(feats, free, rng,
-                                               **self.cfg.audio_augment)
-    shift = int(rng.integers(0, free + 1)) if self.train else free // 2
-    return audio_lib.shift_frames(feats, shift)
-
-  def _clip_features_uncached(self, data):
-    wave = audio_lib.decode_audio(data, self.mel.sample_rate)
-    return audio_lib.clip_features(wave, self.mel)
-
-  def _text(self, value, rng):
-    if _is_list(value):
-      if not len(value):
-        raise ValueError('empty list of texts')
-      # Training samples a phrasing; evaluation draws one too, but from a
-      # fixed seed, so every evaluation sees the same captions.
-      value = value[int(rng.integers(len(value)))]
-    return self.tokenizer(value)
-
-  def _texts(self, value, rng):
-    """Every text of a list (or the one text) -> int32 [max_references, L]."""
-    del rng  # all of them, no choice
-    if self.max_references < 1:
-      raise ValueError('reference fields need config.input.max_references '
-                       '>= 1 (the number of texts kept per example)')
-    value = list(value) if _is_list(value) else [value]
-    if not value:
-      raise ValueError('empty list of reference texts')
-    out = np.zeros((self.max_references, self.tokenizer.max_len), np.int32)
-    for i, text in enumerate(value[:self.max_references]):
-      out[i] = self.tokenizer(text)
-    return out
-
-  def _seed(self, value, rng):
-    del value
-    return np.int32(rng.integers(0, np.iinfo(np.int32).max))
+  def keys(self) -> dict[str, str]:
+    """Output field -> the record key it reads (generated fields left out)."""
+    return {f: self.cfg.fields[f] for f in self.fields
+            if not self.kinds[f].generated}
 
   def _aligned_items(self, record, rng) -> list[int]:
     """The items of the aligned lists this example holds."""
-    lengths = {f: len(_lookup(record, self.cfg.fields[f]))
+    lengths = {f: len(lookup(record, self.cfg.fields[f]))
                for f in self.aligned}
     if len(set(lengths.values())) != 1 or not min(lengths.values()):
-      raise ValueError(f'aligned fields need non-empty lists of one length, '
-                       f'got lengths {lengths}')
+      raise DataError('bad_aligned_lists', f'aligned fields need non-empty '
+                      f'lists of one length, got lengths {lengths}')
     num = lengths[self.aligned[0]]
     if not self.aligned_items:
       return [int(rng.integers(num))]
     if num < self.aligned_items:
-      raise ValueError(f'config.input.aligned_items={self.aligned_items} but '
-                       f'this record has {num} items; lower it to {num}')
+      raise DataError('bad_aligned_lists', f'config.input.aligned_items='
+                      f'{self.aligned_items} but this record has {num} items')
     return list(range(self.aligned_items))
 
   def __call__(self, record: dict[str, Any], rng: np.random.Generator):
+    self.skipped.add_seen()
     out = {}
     try:
+      if '__error__' in record:
+        raise record['__error__']
       items = self._aligned_items(record, rng) if self.aligned else None
       for field in self.fields:
-        fn = getattr(self, '_' + _KINDS[field])
-        if _KINDS[field] in _GENERATED:
-          out[field] = fn(None, rng)
-        elif field in self.aligned:
-          value = _lookup(record, self.cfg.fields[field])
-          texts = [fn(value[i], rng) for i in items]
-          out[field] = np.stack(texts) if self.aligned_items else texts[0]
+        kind = self.kinds[field]
+        if kind.generated:
+          out[field] = kind(None, rng)
+          continue
+        value = lookup(record, self.cfg.fields[field])
+        if field in self.aligned:
+          values = [kind(value[i], rng) for i in items]
+          out[field] = np.stack(values) if self.aligned_items else values[0]
         else:
-          out[field] = fn(_lookup(record, self.cfg.fields[field]), rng)
-      out['label'] = (np.int32(_lookup(record, self.cfg.fields.label))
-                      if 'label' in self.cfg.fields else np.int32(-1))
-    except (image_lib.ImageDecodeError, audio_lib.AudioDecodeError,
-            ValueError) as e:
-      rid = record.get('id', b'?')
-      rid = rid.decode() if isinstance(rid, bytes) else rid
-      if not self.cfg.skip_corrupt:
-        raise ValueError(
-            f'Record {rid!r}: {e} Set config.input.skip_corrupt=True to '
-            'skip (and count) such records.') from e
-      self.skipped.add()
-      logging.warning('Skipping corrupt record %r: %s', rid, e)
+          out[field] = kind(value, rng)
+    except DataError as e:
+      e.record = e.record or record_id(record)
+      if self.on_error == 'raise':
+        raise DataError(
+            e.reason, f'{e.args[0]} ({e.reason}). Fix the record, or set '
+            "config.input.on_error='skip' to skip (and count) such records.",
+            e.record, e.path) from e
+      self.skipped.add(e.reason, str(e))
+      logging.warning('Skipping record (%s): %s', e.reason, e)
       return None
     return out
 
 
-def _is_list(value) -> bool:
-  return isinstance(value, (list, tuple, np.ndarray))
-
-
-def _lookup(record: dict[str, Any], key: str):
+def lookup(record: dict[str, Any], key: str):
   """record[key]; a key 'a/b' that is not itself a key of the record reads
-  record['a']['b'] (nested features; coco's flat 'image/id' is a key)."""
+  record['a']['b'] (nested features; coco's flat 'image/id' is a key).
+  A missing key is a DataError ('missing_key')."""
   if key in record:
     return record[key]
   value = record
   for part in key.split('/'):
     if not isinstance(value, dict) or part not in value:
       have = sorted(value) if isinstance(value, dict) else type(value).__name__
-      raise KeyError(f'Record has no {key!r} (at {part!r}: found {have}); '
-                     'fix config.input.fields.')
+      raise DataError('missing_key', f'record has no {key!r} (at {part!r}: '
+                      f'found {have}); fix config.input.fields if no record '
+                      'has it')
     value = value[part]
   return value
 
@@ -283,8 +276,11 @@ def make_iterator(config, split: str, *, train: bool, fields: list[str],
   deals one pass out the same way.
   """
   source = source if source is not None else open_source(config.dataset, split)
-  ds = grain.MapDataset.source(source)
+  ds = grain.MapDataset.source(_Guarded(source))
   num_records = len(ds)
+  if not num_records:
+    raise ValueError(f'Split {split!r} of {config.dataset.get("source")} has '
+                     'no records; check config.dataset.')
   if train:
     ds = ds.shuffle(seed=config.seed).repeat(None)
   preprocess = Preprocess(config.input, fields, train)

@@ -21,6 +21,9 @@ from typing import Sequence
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
+from multimodal import evaluators
+from multimodal import registry
+
 _TOKEN = re.compile(r"[^\W_]+|(?<=[^\W_])'[^\W_]+")
 
 References = Sequence[str | Sequence[str]]
@@ -130,3 +133,38 @@ def word_error_rate(predictions: Sequence[str],
   if words == 0:
     return 0.0 if errors == 0 else float('inf')
   return errors / words
+
+
+@registry.register('evaluator', 'caption')
+class Caption(evaluators.Evaluator):
+  """Scores generated texts against their references, per media:
+  caption/<media>/cider (CIDEr-D, pycocoevalcap scale, about 0..10),
+  caption/<media>/bleu4 (corpus BLEU-4 in [0, 1]), caption/<media>/
+  exact_match (fraction equal to some reference) and, for `wer_media`,
+  caption/<media>/wer (word error rate against the first reference).
+
+  Args (config.evals entry): media (default every captioning target),
+  wer_media (media whose texts also get a WER, e.g. speech).
+  """
+
+  def __init__(self, task, media=None, wer_media=()):
+    self.media = tuple(media or task.media)
+    unknown = sorted(set(self.media) | set(wer_media))
+    unknown = [m for m in unknown if m not in task.media]
+    if unknown:
+      raise ValueError(f'caption evaluator names media {unknown}; the task '
+                       f'captions {task.media}.')
+    self.wer_media = tuple(wer_media)
+
+  def __call__(self, outputs, ctx):
+    del ctx
+    metrics = {}
+    for m in self.media:
+      preds, refs = outputs[f'prediction/{m}'], outputs[f'references/{m}']
+      for key, value in caption_scores(preds, refs).items():
+        metrics[f'caption/{m}/{key}'] = value
+      metrics[f'caption/{m}/exact_match'] = exact_match(preds, refs)
+      if m in self.wer_media:
+        metrics[f'caption/{m}/wer'] = word_error_rate(preds,
+                                                      [r[0] for r in refs])
+    return metrics

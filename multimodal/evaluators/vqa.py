@@ -23,6 +23,11 @@ from __future__ import annotations
 import re
 from typing import Sequence
 
+import numpy as np
+
+from multimodal import evaluators
+from multimodal import registry
+
 _PUNCT = (';', '/', '[', ']', '"', '{', '}', '(', ')', '=', '+', '\\', '_',
           '-', '>', '<', '@', '`', ',', '?', '!')
 _DIGIT_COMMA = re.compile(r'(\d)(,)(\d)')
@@ -146,3 +151,70 @@ def mean_vqa_accuracy(predictions: Sequence[str],
                      f'{len(predictions)} and {len(references)}.')
   return sum(vqa_accuracy(p, r, official_references=official_references)
              for p, r in zip(predictions, references)) / len(predictions)
+
+
+ALL = 'all'
+
+
+def accuracy_by_type(predictions: Sequence[str],
+                     references: Sequence[Sequence[str]],
+                     types: Sequence[str] | None) -> dict[str, float]:
+  """Mean VQA accuracy overall ('all') and per question type.
+
+  Args:
+    predictions: one raw answer per question.
+    references: per question, its reference answers (>= 1).
+    types: per question, its type (e.g. 'sum'); must not be 'all'. None:
+      no types, just the overall mean.
+
+  Returns:
+    {'all': mean over every question, type: mean over that type's}.
+  """
+  if len(predictions) != len(references) or (
+      types is not None and len(types) != len(predictions)):
+    raise ValueError(f'Need one reference list (and type) per prediction; '
+                     f'got {len(predictions)} predictions, '
+                     f'{len(references)} reference lists and '
+                     f'{"no" if types is None else len(types)} types.')
+  if types is not None and ALL in types:
+    raise ValueError(f'{ALL!r} is reserved for the overall mean; rename that '
+                     'question type.')
+  scores = np.array([vqa_accuracy(p, r)
+                     for p, r in zip(predictions, references)])
+  out = {ALL: float(scores.mean())}
+  if types is not None:
+    types = np.asarray(types)
+    for t in sorted(set(types.tolist())):
+      out[t] = float(scores[types == t].mean())
+  return out
+
+
+@registry.register('evaluator', 'vqa')
+class Vqa(evaluators.Evaluator):
+  """VQA accuracy (`vqa_accuracy`) of the answers under each condition of
+  the VQA task, overall and per question type:
+    vqa/<condition>/<type>   mean accuracy; <type> 'all' is every question
+    vqa_count/<type>         number of questions of that type
+
+  Args (config.evals entry): conditions (default every condition of the
+  task: 'full', 'masked_<m>').
+  """
+
+  def __init__(self, task, conditions=None):
+    self.conditions = tuple(conditions or task.conditions)
+    unknown = [c for c in self.conditions if c not in task.conditions]
+    if unknown:
+      raise ValueError(f'vqa evaluator names conditions {unknown}; the task '
+                       f'has {list(task.conditions)}.')
+
+  def __call__(self, outputs, ctx):
+    del ctx
+    types = outputs.get('question_type')
+    metrics = {}
+    for c in self.conditions:
+      for t, acc in accuracy_by_type(outputs[f'answer/{c}'],
+                                     outputs['references'], types).items():
+        metrics[f'vqa/{c}/{t}'] = acc
+    for t in sorted(set(types or ())):
+      metrics[f'vqa_count/{t}'] = types.count(t)
+    return metrics

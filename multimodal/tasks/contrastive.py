@@ -1,12 +1,13 @@
 """Contrastive pretraining (CLIP softmax or SigLIP sigmoid) over modality pairs.
 
-Evaluation on one pass of the eval split:
-  zeroshot/image        images vs text prompts per class ("a handwritten seven")
-  zeroshot/audio        speech vs text prompts per class ("the word seven")
-  zeroshot/image~audio  images vs the spoken words: each class is the mean
-                        embedding of the eval split's clips of that word
-  retrieval/A->B@K      recall@K of the paired item, every direction of every
-                        configured pair
+Evaluation: one pass of the eval split embeds every field of the model's
+inputs; the outputs the evaluators (config.evals) see are
+  embedding/<field>   float32 [N, E] (unnormalised)
+  <field>             every other batch field an evaluator asks for (e.g.
+                      label int32 [N], a text field int32 [N, L])
+and `Context.embed_texts(text_field, texts)` embeds prompts. Typical
+evaluators: 'retrieval' (recall@K, label-free), 'zeroshot' (class prompts),
+'zeroshot_by_example' (classes described by another modality's examples).
 """
 from __future__ import annotations
 
@@ -14,28 +15,19 @@ import jax
 import numpy as np
 
 from multimodal import distributed
+from multimodal import evaluators
 from multimodal import registry
-from multimodal.evaluators import retrieval
-from multimodal.evaluators import zeroshot
+from multimodal.tasks import base
 
 
 @registry.register('task', 'contrastive')
-class ContrastiveTask:
+class ContrastiveTask(base.Task):
 
   def __init__(self, config):
     self.config = config
     self.fields = sorted(config.model.inputs.keys())
     self.pairs = [tuple(p) for p in config.model.pairs]
-
-  def loss(self, model, batch):
-    embeddings = model({f: batch[f] for f in self.fields},
-                       deterministic=False)
-    return model.loss(embeddings)
-
-  # ---------------------------------------------------------------- eval ---
-
-  def embed_fn(self):
-    """Jitted (model, batch) -> dict of [B, E] embeddings."""
+    self.build_evaluators(config)
     fields = self.fields
 
     @jax.jit
@@ -43,70 +35,34 @@ class ContrastiveTask:
       return model({f: batch[f] for f in fields if f in batch},
                    deterministic=True)
 
-    return embed
+    @jax.jit
+    def outputs(model, batch):
+      out = {f'embedding/{f}': e for f, e in embed(model, batch).items()}
+      out.update({f: v for f, v in batch.items() if f not in fields})
+      return out
 
-  def evaluate(self, model, batches, tokenizer, mesh, prefix='test') -> dict:
-    """Zero-shot and retrieval metrics over one pass of the eval split.
+    self.embed_fn, self.outputs_fn = embed, outputs
 
-    Args:
-      model: the model (parameters may be sharded over `mesh`).
-      batches: global batches (jax.Arrays split over the mesh's batch axes)
-        with a bool `mask` field marking real (not padding) rows.
-      tokenizer: turns a prompt into int32 [L] ids.
-      mesh: the device mesh.
-      prefix: metric name prefix (the split).
+  def loss(self, model, batch):
+    embeddings = model({f: batch[f] for f in self.fields},
+                       deterministic=False)
+    return model.loss(embeddings)
 
-    Returns:
-      name -> float, identical on every process.
-    """
-    embed = self.embed_fn()
-    embs = {f: [] for f in self.fields}
-    labels = []
-    for batch in batches:
-      keep = distributed.fetch(batch.pop('mask'))
-      out = embed(model, batch)
-      for f in self.fields:
-        embs[f].append(distributed.fetch(out[f])[keep])
-      labels.append(distributed.fetch(batch['label'])[keep])
-    embs = {f: np.concatenate(v) for f, v in embs.items()}
-    labels = np.concatenate(labels)
-    ev = self.config.evals
-    metrics = {}
+  def context(self, model, tokenizer, mesh) -> evaluators.Context:
+    def embed_texts(field, texts):
+      tokens = np.stack([tokenizer(t) for t in texts])
+      out = self.embed_fn(model, {field: distributed.replicate(tokens, mesh)})
+      return distributed.fetch(out[field])
 
-    classes = list(ev.class_names)
-    prompt_sets = {'image': ('image_text', ev.image_prompts),
-                   'audio': ('audio_text', ev.audio_prompts)}
-    for field, (text_field, templates) in prompt_sets.items():
-      if field not in embs or text_field not in self.fields:
-        continue
-      prompts = zeroshot.fill_prompts(templates, classes)
-      tokens = np.stack([tokenizer(p) for group in prompts for p in group])
-      text = distributed.fetch(embed(
-          model, {text_field: distributed.replicate(tokens, mesh)})[text_field])
-      protos = zeroshot.prototypes_from_prompts(
-          text.reshape(len(classes), len(templates), -1))
-      metrics[f'{prefix}/zeroshot/{field}'] = zeroshot.accuracy(
-          embs[field], labels, protos)
+    return evaluators.Context(tokenizer=tokenizer, embed_texts=embed_texts)
 
-    if 'image' in embs and 'audio' in embs and (
-        ('image', 'audio') in self.pairs or ('audio', 'image') in self.pairs):
-      protos = zeroshot.prototypes_from_examples(embs['audio'], labels,
-                                                 len(classes))
-      metrics[f'{prefix}/zeroshot/image~audio'] = zeroshot.accuracy(
-          embs['image'], labels, protos)
-
-    for a, b in self.pairs:
-      for q, c in ((a, b), (b, a)):
-        for k, r in retrieval.recall_at_k(embs[q], embs[c], ev.recall_ks).items():
-          metrics[f'{prefix}/retrieval/{q}->{c}@{k}'] = r
-    metrics[f'{prefix}/num_examples'] = len(labels)
-    return metrics
-
-  @staticmethod
-  def summary(metrics, prefix='test') -> str:
-    names = {'image': 'images vs text', 'audio': 'speech vs text',
-             'image~audio': 'images vs speech'}
-    parts = [f'{names[k]} {100 * metrics[f"{prefix}/zeroshot/{k}"]:.1f}%'
-             for k in names if f'{prefix}/zeroshot/{k}' in metrics]
-    return 'zero-shot accuracy: ' + ', '.join(parts)
-
+  def summary(self, metrics, prefix='test') -> str:
+    head = f'{prefix}/zeroshot/'
+    parts = [f'{k[len(head):]} {100 * v:.1f}%'
+             for k, v in sorted(metrics.items()) if k.startswith(head)]
+    if parts:
+      return 'zero-shot accuracy: ' + ', '.join(parts)
+    head = f'{prefix}/retrieval/'
+    return 'retrieval: ' + ', '.join(
+        f'{k[len(head):]} {100 * v:.1f}%' for k, v in sorted(metrics.items())
+        if k.startswith(head) and k.endswith('@1'))

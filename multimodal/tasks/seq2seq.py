@@ -89,7 +89,7 @@ def generate_tokens(decoder, prompt: jax.Array, memory: jax.Array,
                     memory_mask: jax.Array, evals) -> jax.Array:
   """int32 [B, P + max_new_tokens]: greedy (beam_size 1) or the best beam.
 
-  `evals` is config.evals: max_new_tokens, beam_size, alpha (the beam
+  `evals` is config.decoding: max_new_tokens, beam_size, alpha (the beam
   length penalty).
   """
   max_new_tokens, beam_size, alpha = (evals.max_new_tokens, evals.beam_size,
@@ -124,5 +124,5 @@ def check_fits(prompt_width: int, max_new_tokens: int, max_len: int,
     raise ValueError(
         f'{what}: a prompt of {prompt_width} tokens plus max_new_tokens='
         f'{max_new_tokens} exceeds the decoder max_len={max_len}; raise '
-        'config.model.decoder.max_len or lower config.evals.max_new_tokens '
+        'config.model.decoder.max_len or lower config.decoding.max_new_tokens '
         '(or config.input.max_text_len).')

@@ -14,17 +14,18 @@ memory serves all K questions. Config:
   config.vqa.media             modalities the questions are about, e.g.
                                ('image', 'audio')
   config.vqa.ablate_modalities also evaluate with each modality masked out
-  config.evals                 max_new_tokens, beam_size (1 = greedy), alpha
+  config.decoding              max_new_tokens, beam_size (1 = greedy), alpha
+  config.evals                 e.g. dict(vqa=dict(type='vqa')), see
+                               multimodal/evaluators/vqa.py
 
-Evaluation (greedy or beam answers, scored by the VQA accuracy of
-multimodal.evaluators.vqa against `answer_refs`), per condition and per
-question type (the decoded `question_type` field, when config.input.fields
-maps one):
-  vqa/full/<type>            every modality present
-  vqa/masked_<m>/<type>      modality m masked out for every example (with
-                             two modalities: the other one alone)
-  vqa_count/<type>           questions of that type
-<type> 'all' is the mean over every question.
+Evaluation answers every question of the eval split (greedy or beam) under
+each condition: 'full' (every modality present) and, with
+ablate_modalities, 'masked_<m>' (modality m masked out for every example).
+The outputs the evaluators see, one entry per question:
+  answer/<condition>   list of generated answers
+  references           lists of reference answers (field answer_refs)
+  question_type        list of question types (when config.input.fields
+                       maps a question_type)
 """
 from __future__ import annotations
 
@@ -34,45 +35,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from multimodal import distributed
 from multimodal import registry
-from multimodal.evaluators import vqa as vqa_lib
+from multimodal.tasks import base
 from multimodal.tasks import seq2seq
-
-ALL = 'all'
-
-
-def accuracy_by_type(predictions: Sequence[str],
-                     references: Sequence[Sequence[str]],
-                     types: Sequence[str] | None) -> dict[str, float]:
-  """Mean VQA accuracy overall ('all') and per question type.
-
-  Args:
-    predictions: one raw answer per question.
-    references: per question, its reference answers (>= 1).
-    types: per question, its type (e.g. 'sum'); must not be 'all'. None:
-      no types, just the overall mean.
-
-  Returns:
-    {'all': mean over every question, type: mean over that type's}.
-  """
-  if len(predictions) != len(references) or (
-      types is not None and len(types) != len(predictions)):
-    raise ValueError(f'Need one reference list (and type) per prediction; '
-                     f'got {len(predictions)} predictions, '
-                     f'{len(references)} reference lists and '
-                     f'{"no" if types is None else len(types)} types.')
-  if types is not None and ALL in types:
-    raise ValueError(f'{ALL!r} is reserved for the overall mean; rename that '
-                     'question type.')
-  scores = np.array([vqa_lib.vqa_accuracy(p, r)
-                     for p, r in zip(predictions, references)])
-  out = {ALL: float(scores.mean())}
-  if types is not None:
-    types = np.asarray(types)
-    for t in sorted(set(types.tolist())):
-      out[t] = float(scores[types == t].mean())
-  return out
 
 
 def flat_questions(texts):
@@ -90,7 +55,7 @@ def per_question(questions, memory, memory_mask):
 
 
 @registry.register('task', 'vqa')
-class VqaTask:
+class VqaTask(base.Task):
 
   def __init__(self, config):
     self.config = config
@@ -104,11 +69,35 @@ class VqaTask:
         'question', 'answer', 'answer_refs', 'seed'} | (
             {'question_type'} if self.typed else set()))
     self.max_len = config.model.decoder.max_len
+    decoding = config.decoding
     seq2seq.check_fits(1 + config.input.max_text_len,
-                       config.evals.max_new_tokens, self.max_len, 'vqa')
+                       decoding.max_new_tokens, self.max_len, 'vqa')
     self.conditions = {'full': ()}
     if config.vqa.ablate_modalities:
       self.conditions.update({f'masked_{m}': (m,) for m in self.media})
+    self.build_evaluators(config)
+    media, conditions, typed = self.media, self.conditions, self.typed
+
+    @jax.jit
+    def outputs(model, batch):
+      question = batch['question']
+      batch_size = question.shape[0]
+      prompt = seq2seq.bos_prompt(flat_questions(question))
+      out = {'question': question, 'answer_refs': batch['answer_refs']}
+      if typed:
+        out['question_type'] = batch['question_type']
+      for name, masked in conditions.items():
+        present = {m: jnp.zeros((batch_size,), bool) for m in masked}
+        memory, mask = model.encode({m: batch[m] for m in media}, present)
+        memory, mask = per_question(question, memory, mask)
+        tokens = seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
+                                         decoding)
+        # Rows per example (not per question), so padding rows drop as one.
+        out[f'tokens/{name}'] = tokens.reshape(
+            question.shape[:-1] + tokens.shape[-1:])
+      return out
+
+    self.outputs_fn = outputs
 
   def loss(self, model, batch):
     memory, mask = model.encode({m: batch[m] for m in self.media},
@@ -122,61 +111,26 @@ class VqaTask:
     return loss, {'token_accuracy': accuracy,
                   'truncated': truncated.mean()}
 
-  # ---------------------------------------------------------------- eval ---
-
-  def predict_fn(self, masked: tuple[str, ...]):
-    """Jitted (model, batch) -> answer ids [B, P + N], `masked` media absent
-    for every example."""
-    evals, media = self.config.evals, self.media
-
-    @jax.jit
-    def predict(model, batch):
-      batch_size = batch['question'].shape[0]
-      present = {m: jnp.zeros((batch_size,), bool) for m in masked}
-      memory, mask = model.encode({m: batch[m] for m in media}, present)
-      memory, mask = per_question(batch['question'], memory, mask)
-      prompt = seq2seq.bos_prompt(flat_questions(batch['question']))
-      return seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
-                                     evals)
-
-    return predict
-
-  def evaluate(self, model, batches, tokenizer, mesh, prefix='test') -> dict:
-    """Answers every question of the eval pass under every condition. (See multimodal/tasks/__init__.py.)"""
-    del mesh
-    predict = {c: self.predict_fn(m) for c, m in self.conditions.items()}
-    answers = {c: [] for c in self.conditions}
-    refs, types = [], []
-    for batch in batches:
-      keep = distributed.fetch(batch.pop('mask'))
-      questions = distributed.fetch(batch['question'])
-      if questions.ndim == 3:  # K questions per example
-        keep = np.repeat(keep, questions.shape[1])
-      prompt = np.asarray(seq2seq.bos_prompt(flat_questions(questions)))[keep]
-      for c, fn in predict.items():
-        tokens = distributed.fetch(fn(model, batch))[keep]
-        answers[c] += seq2seq.continuations(tokens, prompt, tokenizer)
-      answer_refs = distributed.fetch(batch['answer_refs'])
-      refs += seq2seq.references(
-          answer_refs.reshape((-1,) + answer_refs.shape[-2:])[keep],
-          tokenizer)
-      if self.typed:
-        types += [tokenizer.decode(t) for t in flat_questions(
-            distributed.fetch(batch['question_type']))[keep]]
-    metrics = {}
-    for c in self.conditions:
-      for t, acc in accuracy_by_type(answers[c], refs,
-                                     types if self.typed else None).items():
-        metrics[f'{prefix}/vqa/{c}/{t}'] = acc
-    for t in sorted(set(types)):
-      metrics[f'{prefix}/vqa_count/{t}'] = types.count(t)
-    metrics[f'{prefix}/num_examples'] = len(refs)
-    return metrics
+  def postprocess(self, outputs, tokenizer):
+    questions = flat_questions(outputs['question'])
+    prompt = np.asarray(seq2seq.bos_prompt(questions))
+    out = {}
+    for name in self.conditions:
+      tokens = outputs[f'tokens/{name}']
+      out[f'answer/{name}'] = seq2seq.continuations(
+          tokens.reshape((-1, tokens.shape[-1])), prompt, tokenizer)
+    refs = outputs['answer_refs']
+    out['references'] = seq2seq.references(
+        refs.reshape((-1,) + refs.shape[-2:]), tokenizer)
+    if self.typed:
+      out['question_type'] = [tokenizer.decode(t) for t in flat_questions(
+          outputs['question_type'])]
+    return out
 
   def summary(self, metrics, prefix='test') -> str:
     head = f'{prefix}/vqa/full/'
     kinds = [k[len(head):] for k in metrics if k.startswith(head)]
-    kinds = [ALL] + sorted(k for k in kinds if k != ALL)
+    kinds = ['all'] + sorted(k for k in kinds if k != 'all')
     parts = []
     for kind in kinds:
       values = [metrics.get(f'{prefix}/vqa/{c}/{kind}')

@@ -1,0 +1,84 @@
+"""The library's base experiment config: runtime, mesh, sharding,
+distributed start-up, data source, input pipeline and optimizer defaults.
+
+Experiment files start from `base()` and set their task, data, fields,
+model, evaluators and schedule; every key an experiment may override from
+the command line exists here or in the experiment file.
+"""
+from __future__ import annotations
+
+import ml_collections as mlc
+
+from multimodal import distributed
+
+
+def base() -> mlc.ConfigDict:
+  """A ConfigDict holding every framework-level key (see the comments)."""
+  c = mlc.ConfigDict()
+  # Modules imported before anything is built, so their @registry.register
+  # lines run: your own fusions, encoders, sources, field kinds, tasks and
+  # evaluators, e.g. ('my_lab.fusions',).
+  c.imports = ()
+  c.seed = 0
+  c.total_steps = 1000
+  c.batch_size = 64
+  c.eval_batch_size = 64
+  c.log_every = 25
+  c.eval_every = 0
+  c.checkpoint_every = 500
+  c.checkpoint_keep = 2
+  c.train_split = 'train'
+  c.eval_split = 'test'
+  # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices
+  # or hosts (see multimodal/mesh.py).
+  c.mesh = dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1,
+                dcn_tensor=1)
+  # Which mesh axes each logical parameter/activation axis is split over: a
+  # preset of multimodal/sharding.py (data_parallel, fsdp, fsdp_tensor) plus
+  # (name, mesh_axes) overrides. E.g. FSDP over 8 devices:
+  #   --config.mesh.data=1 --config.mesh.fsdp=-1 --config.sharding.rules=fsdp
+  c.sharding = dict(rules='data_parallel', overrides=())
+  # Multi-process start-up; all defaults detect the cluster (see
+  # multimodal/distributed.py and launch/README.md).
+  c.distributed = distributed.default_config()
+  # The data source (multimodal/data/sources): `source` names a registered
+  # format and the other keys are that format's (e.g. tfds: name, data_dir).
+  c.dataset = dict(source='tfds', name='', data_dir=mlc.FieldReference(
+      None, field_type=str))
+
+  c.input = mlc.ConfigDict()
+  # Output field -> record key (a key 'a/b' reads nested values), e.g.
+  # dict(image='jpg', image_text='txt'); kinds: field -> field kind where the
+  # name does not say it (multimodal/data/kinds).
+  c.input.fields = {}
+  c.input.kinds = {}
+  c.input.tokenizer = mlc.FieldReference(None, field_type=str)
+  c.input.max_text_len = 32
+  c.input.image_size = 224
+  c.input.image_channels = 3
+  c.input.augment = None  # or dict(max_shift=, max_scale=, max_rotate=)
+  c.input.num_frames = 96  # log-mel frames of 10 ms
+  c.input.num_mels = 64
+  c.input.audio_augment = None  # see multimodal/data/audio.augment_features
+  c.input.audio_cache_size = 0  # clips whose features stay in memory
+  # Records that cannot be used (corrupt image, missing file, empty
+  # caption...): 'raise' names the first; 'skip' counts them per reason
+  # (logged and written to metrics) and fails past max_skip_fraction.
+  c.input.on_error = 'raise'
+  c.input.max_skip_fraction = 0.01
+  # Records checked before training starts (-1: all, 0: none).
+  c.input.validate_records = -1
+  c.input.num_threads = 2
+  c.input.prefetch = 64
+  c.input.num_workers = 0
+
+  # frozen: regexes of parameters that never change (e.g. '^towers/image/'
+  # for a LiT-style locked tower); lr_mults: ((regex, multiplier), ...).
+  c.optimizer = dict(name='adamw', lr=1e-3, b1=0.9, b2=0.95,
+                     weight_decay=1e-4, warmup_steps=50, clip_norm=1.0,
+                     final_fraction=0.01, frozen=(), lr_mults=())
+  # Start from pretrained parameters (an export, workdir or checkpoint);
+  # see multimodal/pretrained.py. Empty path: train from scratch.
+  c.init_from = dict(path='', include=('.*',), exclude=(), rename=(),
+                     resample_posemb=True)
+  return c

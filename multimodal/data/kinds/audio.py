@@ -1,0 +1,58 @@
+"""The 'audio' field kind: encoded bytes (OGG/Opus, FLAC, WAV) or decoded
+samples -> log-mel float32 [T, F] (multimodal.data.audio; T =
+config.input.num_frames, F = num_mels), placed at a random offset in time
+and perturbed by config.input.audio_augment in training, centred in
+evaluation."""
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+
+from multimodal import registry
+from multimodal.data import audio as audio_lib
+from multimodal.data.kinds import DataError
+from multimodal.data.kinds import FieldKind
+
+
+@registry.register('field', 'audio')
+class AudioField(FieldKind):
+
+  def __init__(self, input_cfg, *, train: bool, tokenizer=None):
+    super().__init__(input_cfg, train=train, tokenizer=tokenizer)
+    self.mel = audio_lib.LogMelConfig(num_frames=input_cfg.num_frames,
+                                      num_mels=input_cfg.num_mels)
+    self.augment = input_cfg.get('audio_augment') if train else None
+    # Decoding and the FFT dominate the pipeline's cost, so each clip's
+    # features are computed once (cached) and random placement in time is a
+    # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
+    self._cached = self._features
+    if input_cfg.get('audio_cache_size'):
+      self._cached = functools.lru_cache(
+          maxsize=input_cfg.audio_cache_size)(self._features)
+
+  def _features(self, data):
+    try:
+      wave = audio_lib.decode_audio(data, self.mel.sample_rate)
+    except audio_lib.AudioDecodeError as e:
+      raise DataError('bad_audio', str(e)) from e
+    return audio_lib.clip_features(wave, self.mel)
+
+  def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(value, str):
+      raise DataError('bad_audio', f'the audio value is a string '
+                      f'({value[:60]!r}), not encoded bytes: if it is a file '
+                      'path, list its key in config.dataset.path_keys.')
+    if isinstance(value, np.ndarray):  # decoded samples: not hashable
+      feats, free = self._features(value)
+    else:
+      feats, free = self._cached(value)
+    if self.augment:
+      feats, free = audio_lib.augment_features(feats, free, rng,
+                                               **self.augment)
+    shift = int(rng.integers(0, free + 1)) if self.train else free // 2
+    return audio_lib.shift_frames(feats, shift)
+
+  def settings(self) -> dict:
+    return {'log_mel': dataclasses.asdict(self.mel)}

@@ -1,0 +1,49 @@
+"""The 'image' field kind: encoded bytes or uint8 pixels -> float32
+[S, S, C] in [-1, 1] (config.input.image_size, image_channels), with the
+random affine jitter of config.input.augment in training."""
+from __future__ import annotations
+
+import numpy as np
+
+from multimodal import registry
+from multimodal.data import image as image_lib
+from multimodal.data.kinds import DataError
+from multimodal.data.kinds import FieldKind
+
+
+@registry.register('field', 'image')
+class ImageField(FieldKind):
+
+  def __init__(self, input_cfg, *, train: bool, tokenizer=None):
+    super().__init__(input_cfg, train=train, tokenizer=tokenizer)
+    size, channels = input_cfg.get('image_size'), input_cfg.get(
+        'image_channels', 3)
+    if not isinstance(size, int) or size < 1:
+      raise ValueError(f'config.input.image_size must be a positive int, got '
+                       f'{size!r}.')
+    if channels not in (1, 3):
+      raise ValueError(f'config.input.image_channels must be 1 or 3, got '
+                       f'{channels!r}.')
+    self.size, self.channels = size, channels
+    self.augment = input_cfg.get('augment') if train else None
+
+  def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
+    if isinstance(value, str):
+      raise DataError('bad_image', f'the image value is a string ({value[:60]!r}), '
+                      'not encoded bytes: if it is a file path, list its key '
+                      'in config.dataset.path_keys.')
+    try:
+      img = image_lib.decode_image(value, self.channels)
+    except image_lib.ImageDecodeError as e:
+      raise DataError('bad_image', str(e)) from e
+    aug = self.augment
+    if aug:
+      return image_lib.to_array(img, self.size, rng=rng,
+                                max_shift=aug.max_shift,
+                                max_scale=aug.max_scale,
+                                max_rotate=aug.max_rotate)
+    return image_lib.to_array(img, self.size)
+
+  def settings(self) -> dict:
+    return {'size': self.size, 'channels': self.channels,
+            'range': [-1.0, 1.0]}
