@@ -22,7 +22,6 @@ model from it with an experiment's `config.init_from.path=OUT`.
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import json
 import os
@@ -38,9 +37,9 @@ import safetensors.numpy
 
 from multimodal import metrics_writer
 from multimodal import pretrained
-from multimodal.data import audio as audio_lib
+from multimodal import registry
+from multimodal.data import kinds
 from multimodal.data import pipeline
-from multimodal.models import generate
 
 TOKENIZER = pretrained.TOKENIZER
 
@@ -58,20 +57,23 @@ def _metrics_at(workdir: str, step: int) -> dict:
 
 
 def preprocess_settings(config: mlc.ConfigDict) -> dict:
-  """What a user must do to inputs to feed the model, as plain JSON."""
-  inp = config.input.to_dict()
-  mel = dataclasses.asdict(audio_lib.LogMelConfig(
-      num_frames=inp.get('num_frames', 96), num_mels=inp.get('num_mels', 64)))
-  return {
-      'image': {'size': inp.get('image_size'),
-                'channels': inp.get('image_channels'),
-                'range': [-1.0, 1.0]},
-      'audio': {'log_mel': mel},
-      'text': {'max_len': inp.get('max_text_len'), 'tokenizer': TOKENIZER,
-               'pad_id': generate.PAD_ID, 'bos_id': generate.BOS_ID,
-               'eos_id': generate.EOS_ID},
-      'fields': inp.get('fields', {}),
-  }
+  """What a user must do to inputs to feed the model, as plain JSON:
+  {kind: that field kind's settings (multimodal/data/kinds), e.g. 'image':
+  size, channels, range; 'fields': {field: {'key': record key, 'kind'}}}."""
+  registry.import_modules(config.get('imports', ()))
+  tokenizer = pipeline.make_tokenizer(config.input)
+  out = {'fields': {}}
+  for field, key in config.input.fields.items():
+    kind = kinds.kind_of(field, config.input)
+    out['fields'][field] = {'key': key, 'kind': kind}
+    if kind not in out:
+      settings = registry.get('field', kind)(
+          config.input, train=False, tokenizer=tokenizer).settings()
+      if kind == 'text':
+        settings['tokenizer'] = TOKENIZER
+      if settings:
+        out[kind] = settings
+  return out
 
 
 def _card(config, model_config, step, num_params, metrics, out) -> str:

@@ -23,17 +23,29 @@ import numpy as np
 from multimodal import pretrained
 from multimodal.data import pipeline
 from multimodal.evaluators import fewshot
+from multimodal import registry
+from multimodal.data import kinds
 from multimodal.models import build_model
 
-MEDIA = ('image', 'audio')
+# Tower inputs that are not probed: texts have no class label to fit.
+_TEXT_KINDS = ('text', 'texts')
+
+
+def media_towers(model_config, input_cfg) -> dict[str, str]:
+  """{input field: tower name} of the model's non-text towers."""
+  towers = model_config.get('towers', {})
+  inputs = model_config.get('inputs') or {t: t for t in towers}
+  return {f: t for f, t in inputs.items()
+          if t in towers and kinds.kind_of(f, input_cfg) not in _TEXT_KINDS}
 
 
 def tower_features(model, config, split: str, media: str,
                    batch_size: int = 256) -> tuple[np.ndarray, np.ndarray]:
   """(pooled features float32 [N, D], labels int32 [N]) of one split."""
   it, _, _ = pipeline.make_iterator(config, split, train=False,
-                                    fields=[media], batch_size=batch_size)
-  tower = model.towers[media]
+                                    fields=[media, 'label'],
+                                    batch_size=batch_size)
+  tower = model.towers[media_towers(config.model, config.input)[media]]
 
   @jax.jit
   def pooled(x):
@@ -55,14 +67,17 @@ def probe(path: str, data_dir: str | None, shots=(1, 5, 10), *,
   if config is None:
     raise ValueError(f'{path} has no config.json: probing needs its input '
                      'settings.')
-  config.dataset.data_dir = data_dir or config.dataset.get('data_dir')
+  registry.import_modules(config.get('imports', ()))
+  if data_dir:
+    config.dataset.data_dir = data_dir
   if random_init:
     model = build_model(export.model_config, rngs=nnx.Rngs(0))
   else:
     model = export.build_model()
-  media = [m for m in MEDIA if m in getattr(model, 'towers', {})]
+  media = list(media_towers(config.model, config.input))
   if not media:
-    raise ValueError(f'The model at {path} has no image or audio tower.')
+    raise ValueError(f'The model at {path} has no tower of a non-text field '
+                     'to probe.')
   out = {}
   for m in media:
     train_x, train_y = tower_features(model, config, train_split, m)

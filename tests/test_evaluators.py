@@ -49,5 +49,6 @@ def test_prototypes_from_examples_require_every_class():
 
 
 def test_fill_prompts():
-  assert zeroshot.fill_prompts(['a {word}', '{digit}!'], ['zero', 'one']) == [
-      ['a zero', '0!'], ['a one', '1!']]
+  assert zeroshot.fill_prompts(['a {}', '{index}!', 'the {name}'],
+                               ['zero', 'one']) == [
+      ['a zero', '0!', 'the zero'], ['a one', '1!', 'the one']]

@@ -6,7 +6,7 @@ import pytest
 
 from multimodal.data import pipeline
 
-FIELDS = ['audio', 'audio_text', 'image', 'image_text']
+FIELDS = ['audio', 'audio_text', 'image', 'image_text', 'label']
 
 
 def _iter(config, split='train', train=True, batch=8, source=None):
@@ -98,13 +98,17 @@ class _Broken:
 def test_corrupt_record_fails_loudly_or_is_counted(tiny_config):
   src = _Broken(pipeline.open_source(tiny_config.dataset, 'test'))
   it, _, _ = _iter(tiny_config, split='test', train=False, batch=4, source=src)
-  with pytest.raises(ValueError, match='skip_corrupt'):
+  with pytest.raises(ValueError, match="on_error='skip'"):
     list(it)
-  tiny_config.input.skip_corrupt = True
+  tiny_config.input.on_error = 'skip'
   it, pre, _ = _iter(tiny_config, split='test', train=False, batch=4,
                      source=src)
   got = sum(len(b['label']) for b in it)
-  assert got == 11 and pre.skipped.count == 1
+  assert got == 11 and pre.skipped.counts == {'bad_image': 1}
+  assert pre.skipped.metrics()['data/skipped/bad_image'] == 1
+  with pytest.raises(RuntimeError, match='max_skip_fraction'):
+    pre.skipped.check(0.05)  # 1 of 12 > 5%
+  pre.skipped.check(0.1)
 
 
 def test_cached_shifted_audio_equals_recomputed(tiny_config):
@@ -114,11 +118,12 @@ def test_cached_shifted_audio_equals_recomputed(tiny_config):
   record = pipeline.open_source(tiny_config.dataset, 'test')[0]
   rng = np.random.default_rng(5)
   got = pre({**record}, rng)['audio']
+  kind = pre.kinds['audio']
   shift = int(np.random.default_rng(5).integers(
-      0, pre._clip_features(record['speech'])[1] + 1))
+      0, kind._cached(record['speech'])[1] + 1))
   assert shift > 0
   wave = audio_lib.decode_audio(record['speech'])
-  offset = (audio_lib.lead_frames(pre.mel) + shift) * pre.mel.hop
-  want = audio_lib.log_mel(audio_lib.fit_to_window(wave, pre.mel, offset),
-                           pre.mel)
+  offset = (audio_lib.lead_frames(kind.mel) + shift) * kind.mel.hop
+  want = audio_lib.log_mel(audio_lib.fit_to_window(wave, kind.mel, offset),
+                           kind.mel)
   np.testing.assert_allclose(got, want, atol=1e-5)

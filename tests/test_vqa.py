@@ -11,6 +11,7 @@ from multimodal import mesh as mesh_lib
 from multimodal import registry
 from multimodal import train
 from multimodal.data import pipeline
+from multimodal.evaluators import vqa as vqa_metrics
 from multimodal.tasks import seq2seq
 from multimodal.tasks import vqa
 
@@ -25,7 +26,7 @@ def _texts(tokenizer, ids):
 
 
 def test_accuracy_by_type():
-  got = vqa.accuracy_by_type(
+  got = vqa_metrics.accuracy_by_type(
       ['7', 'Seven', 'no', 'yes', '12'],
       [['7'], ['6'], ['no'], ['no'], ['12', 'twelve']],
       ['written', 'spoken', 'match', 'match', 'sum'])
@@ -33,9 +34,9 @@ def test_accuracy_by_type():
   assert got == {'all': 0.6, 'written': 1.0, 'spoken': 0.0, 'match': 0.5,
                  'sum': 1.0}
   with pytest.raises(ValueError, match='reserved'):
-    vqa.accuracy_by_type(['1'], [['1']], ['all'])
+    vqa_metrics.accuracy_by_type(['1'], [['1']], ['all'])
   with pytest.raises(ValueError, match='one reference list'):
-    vqa.accuracy_by_type(['1', '2'], [['1']], ['sum'])
+    vqa_metrics.accuracy_by_type(['1', '2'], [['1']], ['sum'])
 
 
 def test_batches_hold_every_question_of_a_record(vqa_tiny_config):
@@ -88,21 +89,24 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
   task = registry.get('task', 'vqa')(config)
   pre = pipeline.Preprocess(config.input, ['answer'], train=False)
 
-  def predictor(masked):
-    fixed = {('image',): '0', ('audio',): 'no'}.get(masked)
-
-    def predict(model, batch):
-      del model
-      prompt = seq2seq.bos_prompt(vqa.flat_questions(batch['question']))
+  def oracle(model, batch):
+    del model
+    question = batch['question']
+    prompt = seq2seq.bos_prompt(vqa.flat_questions(question))
+    out = {'question': question, 'answer_refs': batch['answer_refs'],
+           'question_type': batch['question_type']}
+    for name, masked in task.conditions.items():
+      fixed = {('image',): '0', ('audio',): 'no'}.get(masked)
       if fixed is None:
         answer = vqa.flat_questions(batch['answer'])
       else:
         answer = np.broadcast_to(pre.tokenizer(fixed),
                                  (prompt.shape[0], config.input.max_text_len))
-      return seq2seq.join(prompt, answer)
-    return predict
+      tokens = seq2seq.join(prompt, answer)
+      out[f'tokens/{name}'] = tokens.reshape(question.shape[:-1] + (-1,))
+    return out
 
-  monkeypatch.setattr(task, 'predict_fn', predictor)
+  monkeypatch.setattr(task, 'outputs_fn', oracle)
   mesh = mesh_lib.build_mesh(config.mesh)
   it, _, n = pipeline.make_iterator(config, 'test', train=False,
                                     fields=task.fields, batch_size=64)
