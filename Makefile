@@ -13,7 +13,7 @@ FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[test]'
+	$(PY) -m pip install --quiet -e '.[test,digits]'
 	touch $@
 
 setup: $(VENV)/.installed

@@ -39,6 +39,7 @@ import ml_collections as mlc
 import numpy as np
 import orbax.checkpoint as ocp
 
+from multimodal import registry
 from multimodal.models import build_model
 from multimodal.models.patch_transformer import PatchTransformer
 from multimodal.models.posemb import LearnedPosEmb
@@ -251,6 +252,10 @@ def load_pretrained(path: str, shardings=None) -> Pretrained:
   model_config = _model_config_of(path)
   config = _experiment_config(path)
   config = mlc.ConfigDict(config) if config is not None else None
+  if config is not None:
+    # The model may use modules of the user's own package (fusions,
+    # encoders...): they register on import.
+    registry.import_modules(config.get('imports', ()))
   preprocess = _read_json(os.path.join(path, PREPROCESS_JSON))
   if preprocess is None and config is not None:
     preprocess = config.input.to_dict()
