@@ -40,7 +40,7 @@ from multimodal import metrics_writer
 from multimodal import pretrained
 from multimodal.data import audio as audio_lib
 from multimodal.data import pipeline
-from multimodal.models import generate
+from multimodal.data import text as text_lib
 
 TOKENIZER = pretrained.TOKENIZER
 
@@ -58,8 +58,14 @@ def _metrics_at(workdir: str, step: int) -> dict:
 
 
 def preprocess_settings(config: mlc.ConfigDict) -> dict:
-  """What a user must do to inputs to feed the model, as plain JSON."""
+  """What a user must do to inputs to feed the model, as plain JSON.
+
+  The text ids are read from the tokenizer the config trained with (the
+  one the export copies), so they always match it.
+  """
   inp = config.input.to_dict()
+  tokenizer = text_lib.Tokenizer(pipeline.tokenizer_path(config.input),
+                                 inp.get('max_text_len') or 1)
   mel = dataclasses.asdict(audio_lib.LogMelConfig(
       num_frames=inp.get('num_frames', 96), num_mels=inp.get('num_mels', 64)))
   return {
@@ -68,8 +74,9 @@ def preprocess_settings(config: mlc.ConfigDict) -> dict:
                 'range': [-1.0, 1.0]},
       'audio': {'log_mel': mel},
       'text': {'max_len': inp.get('max_text_len'), 'tokenizer': TOKENIZER,
-               'pad_id': generate.PAD_ID, 'bos_id': generate.BOS_ID,
-               'eos_id': generate.EOS_ID},
+               'pad_id': tokenizer.pad_id, 'bos_id': tokenizer.bos_id,
+               'eos_id': tokenizer.eos_id, 'unk_id': tokenizer.unk_id,
+               'vocab_size': tokenizer.vocab_size},
       'fields': inp.get('fields', {}),
   }
 

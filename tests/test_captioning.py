@@ -38,12 +38,12 @@ def test_reference_fields_hold_every_caption(captioning_tiny_config):
   for i in range(4):
     record = source[i]
     refs = seq2seq.references(batch['audio_text_refs'][i:i + 1],
-                              pre.tokenizer)[0]
+                              pre.tokenizer, ids=task.ids)[0]
     assert refs[0] == record['speech_captions'][0].decode()
     assert len(refs) == len(record['speech_captions'])
     words = pre.tokenizer.decode(batch['image_text'][i])
     assert words in seq2seq.references(batch['image_text_refs'][i:i + 1],
-                                       pre.tokenizer)[0]
+                                       pre.tokenizer, ids=task.ids)[0]
 
 
 def test_evaluation_scores_each_example_once(captioning_tiny_config,
@@ -59,8 +59,9 @@ def test_evaluation_scores_each_example_once(captioning_tiny_config,
     def predict(model, batch):
       del model
       refs = batch[text + '_refs']
-      return seq2seq.join(seq2seq.bos_prompt(batch=refs.shape[0]),
-                          refs[:, 1])
+      return seq2seq.join(
+          seq2seq.bos_prompt(batch=refs.shape[0], ids=task.ids), refs[:, 1],
+          ids=task.ids)
     return predict
 
   monkeypatch.setattr(task, 'predict_fn', oracle)

@@ -93,13 +93,14 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
 
     def predict(model, batch):
       del model
-      prompt = seq2seq.bos_prompt(vqa.flat_questions(batch['question']))
+      prompt = seq2seq.bos_prompt(vqa.flat_questions(batch['question']),
+                                  ids=task.ids)
       if fixed is None:
         answer = vqa.flat_questions(batch['answer'])
       else:
         answer = np.broadcast_to(pre.tokenizer(fixed),
                                  (prompt.shape[0], config.input.max_text_len))
-      return seq2seq.join(prompt, answer)
+      return seq2seq.join(prompt, answer, ids=task.ids)
     return predict
 
   monkeypatch.setattr(task, 'predict_fn', predictor)

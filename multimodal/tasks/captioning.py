@@ -29,6 +29,8 @@ import numpy as np
 
 from multimodal import distributed
 from multimodal import registry
+from multimodal.data import pipeline
+from multimodal.data import text as text_lib
 from multimodal.evaluators import captioning as metrics_lib
 from multimodal.tasks import seq2seq
 
@@ -56,15 +58,19 @@ class CaptioningTask:
     self.fields = sorted({f for m, t in self.targets
                           for f in (m, t, t + '_refs')})
     self.max_len = config.model.decoder.max_len
+    # Special ids (bos prompt, eos stop, pad) of the tokenizer the text
+    # fields are made with.
+    self.ids = text_lib.Tokenizer(pipeline.tokenizer_path(config.input),
+                                  config.input.max_text_len).ids
     seq2seq.check_fits(1, config.evals.max_new_tokens, self.max_len,
                        'captioning')
 
   def loss(self, model, batch):
     total, metrics = 0.0, {}
     for media, text in self.targets:
-      prompt = seq2seq.bos_prompt(batch=batch[text].shape[0])
+      prompt = seq2seq.bos_prompt(batch=batch[text].shape[0], ids=self.ids)
       inputs, labels, weights, truncated = seq2seq.teacher_forcing(
-          prompt, batch[text], self.max_len)
+          prompt, batch[text], self.max_len, ids=self.ids)
       logits = model({media: batch[media]}, inputs, deterministic=False)
       loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
       metrics[f'loss/{media}'] = loss
@@ -78,14 +84,14 @@ class CaptioningTask:
   def predict_fn(self, media: str):
     """Jitted (model, batch) -> ids int32 [B, 1 + N] (BOS, then the text
     generated from `media` alone)."""
-    evals = self.config.evals
+    evals, ids = self.config.evals, self.ids
 
     @jax.jit
     def predict(model, batch):
       memory, mask = model.encode({media: batch[media]})
-      prompt = seq2seq.bos_prompt(batch=memory.shape[0])
+      prompt = seq2seq.bos_prompt(batch=memory.shape[0], ids=ids)
       return seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
-                                     evals)
+                                     evals, ids=ids)
 
     return predict
 
@@ -100,9 +106,11 @@ class CaptioningTask:
       for media, text in self.targets:
         tokens = distributed.fetch(predict[media](model, batch))
         preds[media] += seq2seq.continuations(
-            tokens[keep], np.full((keep.sum(), 1), seq2seq.BOS_ID), tokenizer)
+            tokens[keep], np.full((keep.sum(), 1), self.ids.bos), tokenizer,
+            ids=self.ids)
         refs[media] += seq2seq.references(
-            distributed.fetch(batch[text + '_refs'])[keep], tokenizer)
+            distributed.fetch(batch[text + '_refs'])[keep], tokenizer,
+            ids=self.ids)
     metrics = {}
     for media, _ in self.targets:
       name = f'{prefix}/caption/{media}'

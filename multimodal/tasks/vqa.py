@@ -36,6 +36,8 @@ import numpy as np
 
 from multimodal import distributed
 from multimodal import registry
+from multimodal.data import pipeline
+from multimodal.data import text as text_lib
 from multimodal.evaluators import vqa as vqa_lib
 from multimodal.tasks import seq2seq
 
@@ -104,6 +106,10 @@ class VqaTask:
         'question', 'answer', 'answer_refs', 'seed'} | (
             {'question_type'} if self.typed else set()))
     self.max_len = config.model.decoder.max_len
+    # Special ids (bos prompt, eos stop, pad) of the tokenizer the text
+    # fields are made with.
+    self.ids = text_lib.Tokenizer(pipeline.tokenizer_path(config.input),
+                                  config.input.max_text_len).ids
     seq2seq.check_fits(1 + config.input.max_text_len,
                        config.evals.max_new_tokens, self.max_len, 'vqa')
     self.conditions = {'full': ()}
@@ -114,9 +120,10 @@ class VqaTask:
     memory, mask = model.encode({m: batch[m] for m in self.media},
                                 deterministic=False, seeds=batch['seed'])
     memory, mask = per_question(batch['question'], memory, mask)
-    prompt = seq2seq.bos_prompt(flat_questions(batch['question']))
+    prompt = seq2seq.bos_prompt(flat_questions(batch['question']),
+                                ids=self.ids)
     inputs, labels, weights, truncated = seq2seq.teacher_forcing(
-        prompt, flat_questions(batch['answer']), self.max_len)
+        prompt, flat_questions(batch['answer']), self.max_len, ids=self.ids)
     logits = model.decoder(inputs, memory, mask, deterministic=False)
     loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
     return loss, {'token_accuracy': accuracy,
@@ -127,7 +134,7 @@ class VqaTask:
   def predict_fn(self, masked: tuple[str, ...]):
     """Jitted (model, batch) -> answer ids [B, P + N], `masked` media absent
     for every example."""
-    evals, media = self.config.evals, self.media
+    evals, media, ids = self.config.evals, self.media, self.ids
 
     @jax.jit
     def predict(model, batch):
@@ -135,9 +142,9 @@ class VqaTask:
       present = {m: jnp.zeros((batch_size,), bool) for m in masked}
       memory, mask = model.encode({m: batch[m] for m in media}, present)
       memory, mask = per_question(batch['question'], memory, mask)
-      prompt = seq2seq.bos_prompt(flat_questions(batch['question']))
+      prompt = seq2seq.bos_prompt(flat_questions(batch['question']), ids=ids)
       return seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
-                                     evals)
+                                     evals, ids=ids)
 
     return predict
 
@@ -152,14 +159,16 @@ class VqaTask:
       questions = distributed.fetch(batch['question'])
       if questions.ndim == 3:  # K questions per example
         keep = np.repeat(keep, questions.shape[1])
-      prompt = np.asarray(seq2seq.bos_prompt(flat_questions(questions)))[keep]
+      prompt = np.asarray(seq2seq.bos_prompt(flat_questions(questions),
+                                             ids=self.ids))[keep]
       for c, fn in predict.items():
         tokens = distributed.fetch(fn(model, batch))[keep]
-        answers[c] += seq2seq.continuations(tokens, prompt, tokenizer)
+        answers[c] += seq2seq.continuations(tokens, prompt, tokenizer,
+                                            ids=self.ids)
       answer_refs = distributed.fetch(batch['answer_refs'])
       refs += seq2seq.references(
           answer_refs.reshape((-1,) + answer_refs.shape[-2:])[keep],
-          tokenizer)
+          tokenizer, ids=self.ids)
       if self.typed:
         types += [tokenizer.decode(t) for t in flat_questions(
             distributed.fetch(batch['question_type']))[keep]]
