@@ -106,7 +106,8 @@ def expand_braces(pattern: str) -> list[str]:
 def expand_inputs(patterns: Iterable[str]) -> list[str]:
   """Files named by --data values (paths, brace patterns, globs), in order.
 
-  Raises DataError for a missing file or a pattern that matches nothing.
+  Raises DataError for a missing file, a pattern that matches nothing or
+  a file of unknown type (before any reading, so a typo fails fast).
   """
   files = []
   for pattern in patterns:
@@ -123,6 +124,8 @@ def expand_inputs(patterns: Iterable[str]) -> list[str]:
                         'pattern such as dir/{00000..00009}.tar or dir/*.tar).')
       else:
         files.append(path)
+  for path in files:
+    _kind(path)
   return files
 
 
