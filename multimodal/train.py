@@ -42,6 +42,7 @@ from multimodal import registry
 from multimodal import sharding
 from multimodal.data import pipeline
 from multimodal.data import sources
+from multimodal.data import text as text_lib
 from multimodal.models import build_model
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -271,6 +272,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       batch_size=per_process, process_index=jax.process_index(),
       process_count=jax.process_count())
   eval_source = pipeline.open_source(config.dataset, config.eval_split)
+  for note in text_lib.check_vocab(config.model, preprocess.tokenizer):
+    log(note)
   if distributed.is_coordinator():
     validate_data(config, preprocess, num_train)
 

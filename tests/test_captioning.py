@@ -38,12 +38,13 @@ def test_reference_fields_hold_every_caption(captioning_tiny_config):
   for i in range(4):
     record = source[i]
     refs = seq2seq.references(batch['audio_text_refs'][i:i + 1],
-                              pre.tokenizer)[0]
+                              pre.tokenizer, ids=pre.tokenizer.ids)[0]
     assert refs[0] == record['speech_captions'][0].decode()
     assert len(refs) == len(record['speech_captions'])
     words = pre.tokenizer.decode(batch['image_text'][i])
     assert words in seq2seq.references(batch['image_text_refs'][i:i + 1],
-                                       pre.tokenizer)[0]
+                                       pre.tokenizer,
+                                       ids=pre.tokenizer.ids)[0]
 
 
 def test_evaluation_scores_each_example_once(captioning_tiny_config,
@@ -59,7 +60,8 @@ def test_evaluation_scores_each_example_once(captioning_tiny_config,
     for media, text in task.targets:
       refs = batch[text + '_refs']
       out[f'tokens/{media}'] = seq2seq.join(
-          seq2seq.bos_prompt(batch=refs.shape[0]), refs[:, 1])
+          seq2seq.bos_prompt(batch=refs.shape[0], ids=task.ids), refs[:, 1],
+          ids=task.ids)
       out[text + '_refs'] = refs
     return out
 

@@ -19,6 +19,9 @@ from multimodal.models import generate
 V = 13
 CONFIG = dict(name='text_decoder', vocab_size=V, max_len=12, width=16,
               depth=2, num_heads=2, mlp_ratio=2, memory_width=8)
+# Special ids as the built-in tokenizer has them; generation takes them as
+# arguments (from Tokenizer.ids in the tasks).
+PAD, EOS = 0, 3
 # Right-padded prompts of lengths 3, 1 and 4 (BOS = 2, pad = 0).
 PROMPT = jnp.array([[2, 5, 6, 0], [2, 0, 0, 0], [2, 7, 8, 9]], jnp.int32)
 PROMPT_LEN = np.array([3, 1, 4])
@@ -47,10 +50,10 @@ def _decode(model, tokens, cache, position):
   return model.decode(tokens, cache, position)
 
 
-def _greedy(eos_id=generate.EOS_ID, use_cache=True):
+def _greedy(eos_id=EOS, use_cache=True):
   return generate.greedy(_decoder(), PROMPT, memory=MEMORY,
                          memory_mask=MEMORY_MASK, max_new_tokens=NEW,
-                         eos_id=eos_id, use_cache=use_cache,
+                         eos_id=eos_id, pad_id=PAD, use_cache=use_cache,
                          return_logits=True)
 
 
@@ -126,9 +129,11 @@ def test_errors():
   with pytest.raises(ValueError, match='cross_attention=False'):
     _decoder(cross_attention=False)(PROMPT, MEMORY)
   with pytest.raises(ValueError, match='exceeds'):
-    generate.greedy(_decoder(), PROMPT, max_new_tokens=9)
+    generate.greedy(_decoder(), PROMPT, max_new_tokens=9, eos_id=EOS,
+                    pad_id=PAD)
   with pytest.raises(ValueError, match='alpha'):
-    generate.beam_search(_decoder(), PROMPT, max_new_tokens=2, alpha=-1.0)
+    generate.beam_search(_decoder(), PROMPT, max_new_tokens=2, alpha=-1.0,
+                         eos_id=EOS, pad_id=PAD)
 
 
 # ---------------------------------------------------------- decoding ---
@@ -173,7 +178,8 @@ def test_eos_stops_each_example_and_pads():
 def test_beam_size_one_is_greedy():
   beams = generate.beam_search(_decoder(), PROMPT, memory=MEMORY,
                                memory_mask=MEMORY_MASK, max_new_tokens=NEW,
-                               beam_size=1, alpha=0.0)
+                               beam_size=1, alpha=0.0, eos_id=EOS,
+                               pad_id=PAD)
   greedy = _greedy()
   np.testing.assert_array_equal(beams.tokens[:, 0], greedy.tokens)
   np.testing.assert_allclose(beams.scores[:, 0], greedy.logprob, rtol=1e-5)
@@ -184,7 +190,7 @@ def test_sampling_with_top_k_one_is_greedy():
   sampled = generate.sample(_decoder(), PROMPT, jax.random.key(5),
                             memory=MEMORY, memory_mask=MEMORY_MASK,
                             max_new_tokens=NEW, temperature=0.7, top_k=1,
-                            eos_id=-1)
+                            eos_id=-1, pad_id=PAD)
   np.testing.assert_array_equal(sampled.tokens, _greedy_cached().tokens)
 
 
@@ -192,7 +198,7 @@ def test_sampling_stays_in_top_k_and_varies_with_rng():
   outs = [generate.sample(_decoder(), PROMPT, jax.random.key(seed),
                           memory=MEMORY, memory_mask=MEMORY_MASK,
                           max_new_tokens=NEW, temperature=3.0, top_k=3,
-                          eos_id=-1, return_logits=True)
+                          eos_id=-1, pad_id=PAD, return_logits=True)
           for seed in (0, 1)]
   for out in outs:
     tokens, logits = np.asarray(out.tokens), np.asarray(out.logits)
@@ -213,7 +219,7 @@ def test_beam_search_is_exact_on_a_tiny_problem():
   eos = int(_greedy_cached().tokens[0, PROMPT_LEN[0]])
   out = generate.beam_search(model, prompt, memory=memory, memory_mask=mask,
                              max_new_tokens=new, beam_size=beams,
-                             alpha=alpha, eos_id=eos)
+                             alpha=alpha, eos_id=eos, pad_id=PAD)
   tokens, scores = np.asarray(out.tokens), np.asarray(out.scores)
   assert tokens.shape == (2, beams, 4 + new)
   conts = np.array(list(itertools.product(range(V), repeat=new)))

@@ -92,7 +92,7 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
   def oracle(model, batch):
     del model
     question = batch['question']
-    prompt = seq2seq.bos_prompt(vqa.flat_questions(question))
+    prompt = seq2seq.bos_prompt(vqa.flat_questions(question), ids=task.ids)
     out = {'question': question, 'answer_refs': batch['answer_refs'],
            'question_type': batch['question_type']}
     for name, masked in task.conditions.items():
@@ -102,7 +102,7 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
       else:
         answer = np.broadcast_to(pre.tokenizer(fixed),
                                  (prompt.shape[0], config.input.max_text_len))
-      tokens = seq2seq.join(prompt, answer)
+      tokens = seq2seq.join(prompt, answer, ids=task.ids)
       out[f'tokens/{name}'] = tokens.reshape(question.shape[:-1] + (-1,))
     return out
 

@@ -5,8 +5,9 @@ Every function takes per-example prompts, right-padded with `pad_id`
 returns sequences [B, P + max_new_tokens]: the prompt, then up to
 `max_new_tokens` generated tokens starting right after each example's own
 prompt, then `pad_id`. Generation of an example stops after it emits
-`eos_id` (the EOS is kept). Token ids follow the built-in tokenizer: pad 0,
-unk 1, bos 2, eos 3.
+`eos_id` (the EOS is kept). `eos_id` and `pad_id` are required keyword
+arguments with no defaults: they come from the tokenizer the model was
+trained with (`multimodal.data.text.Tokenizer.ids`), never from constants.
 
 Shapes never depend on the data: all examples advance one position per
 step of a `jax.lax.while_loop`; an example still inside its prompt has the
@@ -31,8 +32,6 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.decoder import TextDecoder
-
-PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 
 
 class Decoded(NamedTuple):
@@ -171,7 +170,7 @@ def _sequential(model, prompt, memory, memory_mask, rng, temperature, eos_id,
 def greedy(model: TextDecoder, prompt: jax.Array, *,
            memory: jax.Array | None = None,
            memory_mask: jax.Array | None = None, max_new_tokens: int,
-           eos_id: int = EOS_ID, pad_id: int = PAD_ID, use_cache: bool = True,
+           eos_id: int, pad_id: int, use_cache: bool = True,
            return_logits: bool = False) -> Decoded:
   """Greedy decoding: the most probable token at every step.
 
@@ -181,8 +180,10 @@ def greedy(model: TextDecoder, prompt: jax.Array, *,
     memory: encoder tokens [B, M, memory_width] or None.
     memory_mask: bool [B, M] or None (all valid).
     max_new_tokens: generation budget per example (static).
-    eos_id: stops an example once generated.
-    pad_id: fills prompts' tails and finished sequences.
+    eos_id: stops an example once generated (the tokenizer's eos; an id
+      outside the vocabulary, e.g. -1, never stops).
+    pad_id: fills prompts' tails and finished sequences (the tokenizer's
+      pad).
     use_cache: incremental decoding with a KVCache; False recomputes the
       whole sequence every step (for testing).
     return_logits: also return every step's logits.
@@ -200,8 +201,8 @@ def greedy(model: TextDecoder, prompt: jax.Array, *,
 def sample(model: TextDecoder, prompt: jax.Array, rng: jax.Array, *,
            memory: jax.Array | None = None,
            memory_mask: jax.Array | None = None, max_new_tokens: int,
-           temperature: float = 1.0, top_k: int = 0, eos_id: int = EOS_ID,
-           pad_id: int = PAD_ID, use_cache: bool = True,
+           temperature: float = 1.0, top_k: int = 0, eos_id: int,
+           pad_id: int, use_cache: bool = True,
            return_logits: bool = False) -> Decoded:
   """Ancestral sampling from softmax(logits / temperature), top-k filtered.
 
@@ -322,7 +323,7 @@ def beam_search(model: TextDecoder, prompt: jax.Array, *,
                 memory: jax.Array | None = None,
                 memory_mask: jax.Array | None = None, max_new_tokens: int,
                 beam_size: int = 4, alpha: float = 0.6,
-                eos_id: int = EOS_ID, pad_id: int = PAD_ID,
+                eos_id: int, pad_id: int,
                 use_cache: bool = True) -> Beams:
   """Beam search with the GNMT length penalty.
 

@@ -26,6 +26,7 @@ import jax
 import numpy as np
 
 from multimodal import registry
+from multimodal.data import pipeline
 from multimodal.tasks import base
 from multimodal.tasks import seq2seq
 
@@ -52,6 +53,8 @@ class CaptioningTask(base.Task):
     self.max_len = config.model.decoder.max_len
     decoding = config.decoding
     seq2seq.check_fits(1, decoding.max_new_tokens, self.max_len, 'captioning')
+    # Special ids (bos prompt, eos stop, pad) of the run's tokenizer.
+    self.ids = ids = pipeline.make_tokenizer(config.input).ids
     self.build_evaluators(config)
     targets = self.targets
 
@@ -60,9 +63,9 @@ class CaptioningTask(base.Task):
       out = {}
       for m, text in targets:
         memory, mask = model.encode({m: batch[m]})
-        prompt = seq2seq.bos_prompt(batch=memory.shape[0])
+        prompt = seq2seq.bos_prompt(batch=memory.shape[0], ids=ids)
         out[f'tokens/{m}'] = seq2seq.generate_tokens(
-            model.decoder, prompt, memory, mask, decoding)
+            model.decoder, prompt, memory, mask, decoding, ids=ids)
         out[f'{text}_refs'] = batch[text + '_refs']
       return out
 
@@ -71,9 +74,9 @@ class CaptioningTask(base.Task):
   def loss(self, model, batch):
     total, metrics = 0.0, {}
     for media, text in self.targets:
-      prompt = seq2seq.bos_prompt(batch=batch[text].shape[0])
+      prompt = seq2seq.bos_prompt(batch=batch[text].shape[0], ids=self.ids)
       inputs, labels, weights, truncated = seq2seq.teacher_forcing(
-          prompt, batch[text], self.max_len)
+          prompt, batch[text], self.max_len, ids=self.ids)
       logits = model({media: batch[media]}, inputs, deterministic=False)
       loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
       metrics[f'loss/{media}'] = loss
@@ -87,9 +90,10 @@ class CaptioningTask(base.Task):
     for media, text in self.targets:
       tokens = outputs[f'tokens/{media}']
       out[f'prediction/{media}'] = seq2seq.continuations(
-          tokens, np.full((len(tokens), 1), seq2seq.BOS_ID), tokenizer)
+          tokens, np.full((len(tokens), 1), self.ids.bos), tokenizer,
+          ids=self.ids)
       out[f'references/{media}'] = seq2seq.references(
-          outputs[text + '_refs'], tokenizer)
+          outputs[text + '_refs'], tokenizer, ids=self.ids)
     return out
 
   def summary(self, metrics, prefix='test') -> str:

@@ -1,9 +1,11 @@
 """Text-generation plumbing shared by the captioning and VQA tasks.
 
-Token ids follow multimodal.data.text: pad 0, bos 2, eos 3; a text field is
-int32 [B, L] holding pieces, eos, then pads. A decoder sequence is a prompt
-(BOS, or BOS + question) followed by the target text (with its eos); the
-loss covers the target tokens only.
+Every helper takes the special ids as a keyword argument `ids`
+(multimodal.data.text.TokenIds, i.e. `Tokenizer.ids` of the tokenizer the
+text fields were made with). A text field is int32 [B, L] holding pieces,
+eos, then pads. A decoder sequence is a prompt (bos, or bos + question)
+followed by the target text (with its eos); the loss covers the target
+tokens only.
 """
 from __future__ import annotations
 
@@ -12,33 +14,34 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from multimodal.data.text import TokenIds
 from multimodal.models import generate
 
-PAD_ID, BOS_ID = generate.PAD_ID, generate.BOS_ID
 
-
-def bos_prompt(text: jax.Array | None = None, batch: int | None = None
-               ) -> jax.Array:
-  """int32 [B, 1 + L]: BOS then `text` [B, L] (or just BOS [batch, 1])."""
+def bos_prompt(text: jax.Array | None = None, *, ids: TokenIds,
+               batch: int | None = None) -> jax.Array:
+  """int32 [B, 1 + L]: bos then `text` [B, L] (or just bos [batch, 1])."""
   if text is None:
-    return jnp.full((batch, 1), BOS_ID, jnp.int32)
-  bos = jnp.full((text.shape[0], 1), BOS_ID, jnp.int32)
+    return jnp.full((batch, 1), ids.bos, jnp.int32)
+  bos = jnp.full((text.shape[0], 1), ids.bos, jnp.int32)
   return jnp.concatenate([bos, text.astype(jnp.int32)], axis=1)
 
 
-def lengths(tokens: jax.Array) -> jax.Array:
+def lengths(tokens: jax.Array, *, ids: TokenIds) -> jax.Array:
   """int32 [B]: non-pad tokens per row (rows are right-padded)."""
-  return jnp.sum(tokens != PAD_ID, axis=1).astype(jnp.int32)
+  return jnp.sum(tokens != ids.pad, axis=1).astype(jnp.int32)
 
 
-def join(prompt: jax.Array, target: jax.Array) -> jax.Array:
+def join(prompt: jax.Array, target: jax.Array, *, ids: TokenIds
+         ) -> jax.Array:
   """Each prompt's tokens, then its target's, then pads: int32 [B, P + T].
 
   Args:
     prompt: int [B, P], right-padded, at least one token per row.
     target: int [B, T], right-padded.
   """
-  plen, tlen = lengths(prompt)[:, None], lengths(target)[:, None]
+  plen = lengths(prompt, ids=ids)[:, None]
+  tlen = lengths(target, ids=ids)[:, None]
   width_p, width_t = prompt.shape[1], target.shape[1]
   pos = jnp.arange(width_p + width_t)[None]
   from_prompt = jnp.take_along_axis(
@@ -48,26 +51,29 @@ def join(prompt: jax.Array, target: jax.Array) -> jax.Array:
       target, jnp.broadcast_to(jnp.clip(pos - plen, 0, width_t - 1),
                                (target.shape[0], pos.shape[1])), axis=1)
   tokens = jnp.where(pos < plen, from_prompt, from_target)
-  return jnp.where(pos < plen + tlen, tokens, PAD_ID).astype(jnp.int32)
+  return jnp.where(pos < plen + tlen, tokens, ids.pad).astype(jnp.int32)
 
 
-def teacher_forcing(prompt: jax.Array, target: jax.Array, max_len: int):
+def teacher_forcing(prompt: jax.Array, target: jax.Array, max_len: int, *,
+                    ids: TokenIds):
   """Decoder inputs and labels for learning target given prompt.
 
   Args:
     prompt: int [B, P] right-padded (e.g. `bos_prompt(question)`).
     target: int [B, T] right-padded target text, eos included.
     max_len: the decoder's max_len; longer sequences are cut there.
+    ids: the tokenizer's special ids (pad).
 
   Returns:
     inputs int32 [B, W], labels int32 [B, W] (inputs shifted by one),
     weights float32 [B, W] (1 on target tokens), truncated bool [B] (the
     example lost target tokens to the cut); W = min(P + T - 1, max_len).
   """
-  seq = join(prompt, target)
+  seq = join(prompt, target, ids=ids)
   width = min(seq.shape[1] - 1, max_len)
   inputs, labels = seq[:, :width], seq[:, 1:width + 1]
-  plen, tlen = lengths(prompt)[:, None], lengths(target)[:, None]
+  plen = lengths(prompt, ids=ids)[:, None]
+  tlen = lengths(target, ids=ids)[:, None]
   pos = jnp.arange(width)[None] + 1  # the position each label sits at
   weights = ((pos >= plen) & (pos < plen + tlen)).astype(jnp.float32)
   truncated = (plen + tlen - 1 > width)[:, 0]
@@ -86,11 +92,12 @@ def cross_entropy(logits: jax.Array, labels: jax.Array, weights: jax.Array
 
 
 def generate_tokens(decoder, prompt: jax.Array, memory: jax.Array,
-                    memory_mask: jax.Array, evals) -> jax.Array:
+                    memory_mask: jax.Array, evals, *, ids: TokenIds
+                    ) -> jax.Array:
   """int32 [B, P + max_new_tokens]: greedy (beam_size 1) or the best beam.
 
   `evals` is config.decoding: max_new_tokens, beam_size, alpha (the beam
-  length penalty).
+  length penalty). Generation stops at `ids.eos` and pads with `ids.pad`.
   """
   max_new_tokens, beam_size, alpha = (evals.max_new_tokens, evals.beam_size,
                                       evals.alpha)
@@ -98,22 +105,28 @@ def generate_tokens(decoder, prompt: jax.Array, memory: jax.Array,
     return generate.beam_search(
         decoder, prompt, memory=memory, memory_mask=memory_mask,
         max_new_tokens=max_new_tokens, beam_size=beam_size,
-        alpha=alpha).tokens[:, 0]
+        alpha=alpha, eos_id=ids.eos, pad_id=ids.pad).tokens[:, 0]
   return generate.greedy(decoder, prompt, memory=memory,
                          memory_mask=memory_mask,
-                         max_new_tokens=max_new_tokens).tokens
+                         max_new_tokens=max_new_tokens, eos_id=ids.eos,
+                         pad_id=ids.pad).tokens
 
 
-def continuations(tokens: np.ndarray, prompt: np.ndarray, tokenizer
-                  ) -> list[str]:
-  """The generated text after each row's own prompt, up to eos."""
-  plen = np.sum(prompt != PAD_ID, axis=1)
+def continuations(tokens: np.ndarray, prompt: np.ndarray, tokenizer, *,
+                  ids: TokenIds) -> list[str]:
+  """The generated text after each row's own prompt, up to eos.
+
+  tokens: int [B, P + N] generated sequences; prompt: int [B, P] the
+  right-padded prompts they started from.
+  """
+  plen = np.sum(prompt != ids.pad, axis=1)
   return [tokenizer.decode(row[p:]) for row, p in zip(tokens, plen)]
 
 
-def references(refs: np.ndarray, tokenizer) -> list[list[str]]:
+def references(refs: np.ndarray, tokenizer, *, ids: TokenIds
+               ) -> list[list[str]]:
   """int [B, R, L] reference ids (all-pad rows unused) -> B lists of texts."""
-  return [[tokenizer.decode(r) for r in example if np.any(r != PAD_ID)]
+  return [[tokenizer.decode(r) for r in example if np.any(r != ids.pad)]
           for example in refs]
 
 

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multimodal import registry
+from multimodal.data import pipeline
 from multimodal.tasks import base
 from multimodal.tasks import seq2seq
 
@@ -75,6 +76,8 @@ class VqaTask(base.Task):
     self.conditions = {'full': ()}
     if config.vqa.ablate_modalities:
       self.conditions.update({f'masked_{m}': (m,) for m in self.media})
+    # Special ids (bos prompt, eos stop, pad) of the run's tokenizer.
+    self.ids = ids = pipeline.make_tokenizer(config.input).ids
     self.build_evaluators(config)
     media, conditions, typed = self.media, self.conditions, self.typed
 
@@ -82,7 +85,7 @@ class VqaTask(base.Task):
     def outputs(model, batch):
       question = batch['question']
       batch_size = question.shape[0]
-      prompt = seq2seq.bos_prompt(flat_questions(question))
+      prompt = seq2seq.bos_prompt(flat_questions(question), ids=ids)
       out = {'question': question, 'answer_refs': batch['answer_refs']}
       if typed:
         out['question_type'] = batch['question_type']
@@ -91,7 +94,7 @@ class VqaTask(base.Task):
         memory, mask = model.encode({m: batch[m] for m in media}, present)
         memory, mask = per_question(question, memory, mask)
         tokens = seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
-                                         decoding)
+                                         decoding, ids=ids)
         # Rows per example (not per question), so padding rows drop as one.
         out[f'tokens/{name}'] = tokens.reshape(
             question.shape[:-1] + tokens.shape[-1:])
@@ -103,9 +106,10 @@ class VqaTask(base.Task):
     memory, mask = model.encode({m: batch[m] for m in self.media},
                                 deterministic=False, seeds=batch['seed'])
     memory, mask = per_question(batch['question'], memory, mask)
-    prompt = seq2seq.bos_prompt(flat_questions(batch['question']))
+    prompt = seq2seq.bos_prompt(flat_questions(batch['question']),
+                                ids=self.ids)
     inputs, labels, weights, truncated = seq2seq.teacher_forcing(
-        prompt, flat_questions(batch['answer']), self.max_len)
+        prompt, flat_questions(batch['answer']), self.max_len, ids=self.ids)
     logits = model.decoder(inputs, memory, mask, deterministic=False)
     loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
     return loss, {'token_accuracy': accuracy,
@@ -113,15 +117,16 @@ class VqaTask(base.Task):
 
   def postprocess(self, outputs, tokenizer):
     questions = flat_questions(outputs['question'])
-    prompt = np.asarray(seq2seq.bos_prompt(questions))
+    prompt = np.asarray(seq2seq.bos_prompt(questions, ids=self.ids))
     out = {}
     for name in self.conditions:
       tokens = outputs[f'tokens/{name}']
       out[f'answer/{name}'] = seq2seq.continuations(
-          tokens.reshape((-1, tokens.shape[-1])), prompt, tokenizer)
+          tokens.reshape((-1, tokens.shape[-1])), prompt, tokenizer,
+          ids=self.ids)
     refs = outputs['answer_refs']
     out['references'] = seq2seq.references(
-        refs.reshape((-1,) + refs.shape[-2:]), tokenizer)
+        refs.reshape((-1,) + refs.shape[-2:]), tokenizer, ids=self.ids)
     if self.typed:
       out['question_type'] = [tokenizer.decode(t) for t in flat_questions(
           outputs['question_type'])]

@@ -41,8 +41,9 @@ class TextField(FieldKind):
 
   def settings(self) -> dict:
     t = self.tokenizer
-    return {'max_len': t.max_len, 'pad_id': t.pad_id, 'eos_id': t.eos_id,
-            'bos_id': t.sp.bos_id()}
+    return {'max_len': t.max_len, 'pad_id': t.pad_id, 'bos_id': t.bos_id,
+            'eos_id': t.eos_id, 'unk_id': t.unk_id,
+            'vocab_size': t.vocab_size}
 
 
 @registry.register('field', 'texts')
