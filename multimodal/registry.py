@@ -8,8 +8,10 @@ task is one new module plus one ``@register`` line:
 
     registry.get('model', 'vit')  # -> ViT
 
-Kinds in use: 'model' (Flax NNX modules built from a config) and 'task'
-(training objectives with their evaluators).
+Kinds in use: 'model' (Flax NNX modules built from a config), 'task'
+(training objectives with their evaluators) and 'source' (data formats,
+functions (dataset_cfg, split) -> random-access source; see
+multimodal.data.sources).
 """
 from __future__ import annotations
 
@@ -50,5 +52,6 @@ def names(kind: str) -> list[str]:
 def _import_builtins() -> None:
   # Importing the packages runs their @register decorators.
   # pylint: disable=g-import-not-at-top,unused-import
+  import multimodal.data.sources
   import multimodal.models
   import multimodal.tasks
