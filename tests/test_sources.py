@@ -193,6 +193,13 @@ def test_webdataset_index_is_cached_reused_and_rebuilt(tmp_path, images):
   assert len(changed) == 25 and changed[24]['png'] == images[4]['image']
 
 
+def test_index_shards_ahead_in_processes(tmp_path, images):
+  pattern = datasets.write_webdataset(str(tmp_path), images, per_shard=10)
+  assert wds.index_shards(pattern, processes=2) == (4, 0)
+  assert wds.index_shards(pattern, processes=2) == (0, 4)
+  assert _open(source='webdataset', splits={'train': pattern}).num_reused == 4
+
+
 def test_webdataset_index_dir(tmp_path, images):
   pattern = datasets.write_webdataset(str(tmp_path / 'data'), images,
                                       per_shard=40)

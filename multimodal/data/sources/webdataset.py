@@ -267,6 +267,29 @@ def load_index(shard: str, index_dir: str | None = None
   return index, True
 
 
+def index_shards(patterns: str | Sequence[str], index_dir: str | None = None,
+                 processes: int | None = None) -> tuple[int, int]:
+  """Caches the indexes of all shards ahead of training, in parallel.
+
+  Indexing reads every tar header in Python (about 50 us a member, so a
+  shard of 10,000 image-text records takes about 1.5 s); for many shards,
+  run this once (e.g. python -m multimodal.data.sources.index_webdataset
+  'shards/{00000..09999}.tar' --processes 16) rather than on the first
+  training open. Returns (indexes built, indexes already cached).
+  """
+  import concurrent.futures  # pylint: disable=g-import-not-at-top
+  import functools  # pylint: disable=g-import-not-at-top
+  paths = shard_paths(patterns)
+  load = functools.partial(_built, index_dir=index_dir)
+  with concurrent.futures.ProcessPoolExecutor(processes) as pool:
+    built = sum(pool.map(load, paths, chunksize=8))
+  return built, len(paths) - built
+
+
+def _built(shard: str, index_dir: str | None) -> bool:
+  return load_index(shard, index_dir)[1]
+
+
 # ----------------------------------------------------------------------------
 # The source.
 
@@ -381,3 +404,4 @@ def open_webdataset(dataset_cfg, split: str) -> WebDatasetSource:
     patterns = list(patterns)
   return WebDatasetSource(patterns,
                           index_dir=base.cfg_get(dataset_cfg, 'index_dir'))
+
