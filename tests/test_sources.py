@@ -13,6 +13,7 @@ import pytest
 from multimodal import registry
 from multimodal.data import image as image_lib
 from multimodal.data import sources
+from multimodal.data.errors import DataError
 from multimodal.data.sources import base
 from multimodal.data.sources import webdataset as wds
 from multimodal.testing import datasets
@@ -329,6 +330,8 @@ def test_sources_pickle_round_trip(tmp_path, images, speech):
   again = pickle.loads(pickle.dumps(err))
   assert (again.reason, again.record, again.path, str(again)) == (
       err.reason, err.record, err.path, str(err))
+  # The pipeline catches DataError and reads args[0] as the message.
+  assert isinstance(err, DataError) and err.args[0] == 'not JSON'
 
 
 def test_validate_counts_corruptions_by_reason(tmp_path):
@@ -425,6 +428,9 @@ def test_clear_errors(tmp_path, images):
     _open('val', source='jsonl', splits={'train': 'x.jsonl'})
   with pytest.raises(ValueError, match='needs config.dataset.splits'):
     _open(source='csv')
+  for fmt in ('jsonl', 'csv', 'webdataset'):
+    with pytest.raises(ValueError, match=r"splits\['val'\] is empty"):
+      _open('val', source=fmt, splits={'train': 'x', 'val': ''})
   path = datasets.write_csv(str(tmp_path), images[:3])
   with pytest.raises(ValueError, match=r"no column 'image' .*path_keys.*"
                      r"columns are \['filepath', 'title', 'label'\]"):

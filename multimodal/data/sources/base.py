@@ -30,32 +30,32 @@ import threading
 from typing import Any, Iterable
 
 from multimodal import registry
+from multimodal.data.errors import DataError
 
 # Example messages a ValidationReport keeps per reason.
 _MAX_EXAMPLES = 3
 
 
-class RecordError(Exception):
-  """One record that cannot be read.
+class RecordError(DataError):
+  """One record that a source cannot read (a DataError, so the pipeline
+  counts it per reason with config.input.on_error='skip').
 
   Attributes:
     reason: short snake_case kind of problem ('missing_file', 'bad_json',
       'bad_row', 'unreadable_member', ...), what `validate` counts by.
     record: human-readable record id, e.g. 'train.jsonl:17'.
     path: the file involved, or None.
-    message: what is wrong, one line.
+    message: what is wrong, one line (also args[0], as for DataError).
   """
 
   def __init__(self, reason: str, record: str, message: str,
                path: str | None = None):
-    self.reason = reason
-    self.record = record
-    self.message = ' '.join(str(message).split())  # always one line
-    self.path = path
-    super().__init__(reason, record, message, path)
+    message = ' '.join(str(message).split())  # always one line
+    super().__init__(reason, message, record, path)
+    self.message = message
 
   def __reduce__(self):
-    # Exceptions pickle through their args; keep the keyword layout.
+    # Exceptions pickle through their args, which hold the message only.
     return (RecordError, (self.reason, self.record, self.message, self.path))
 
   def __str__(self) -> str:

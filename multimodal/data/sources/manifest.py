@@ -253,6 +253,9 @@ def _manifest_path(dataset_cfg, split: str, fmt: str, example: str) -> str:
   if split not in splits:
     raise ValueError(f'Split {split!r} is not in config.dataset.splits; it '
                      f'has {sorted(splits)}.')
+  if not splits[split]:
+    raise ValueError(f'config.dataset.splits[{split!r}] is empty; set it to '
+                     f'the {fmt} manifest of that split, e.g. {example!r}.')
   path = os.path.abspath(os.path.expanduser(splits[split]))
   if not os.path.isfile(path):
     raise FileNotFoundError(

@@ -400,6 +400,10 @@ def open_webdataset(dataset_cfg, split: str) -> WebDatasetSource:
     raise ValueError(f'Split {split!r} is not in config.dataset.splits; it '
                      f'has {sorted(splits)}.')
   patterns = splits[split]
+  if not patterns:
+    raise ValueError(f'config.dataset.splits[{split!r}] is empty; set it to '
+                     "the shards of that split, e.g. "
+                     "'shards/{00000..00009}.tar'.")
   if not isinstance(patterns, str):
     patterns = list(patterns)
   return WebDatasetSource(patterns,
