@@ -15,7 +15,9 @@ import ml_collections as mlc
 
 from multimodal import base_config as library_base
 
-FORMATS = ('jsonl', 'csv', 'webdataset', 'coco', 'librispeech')
+# Variant name -> the registered source (multimodal/data/sources).
+FORMATS = {'jsonl': 'jsonl', 'csv': 'csv', 'webdataset': 'webdataset',
+           'coco': 'coco_captions', 'librispeech': 'librispeech'}
 
 # Record keys of each format's usual layout: output field -> record key.
 #   jsonl/csv    your manifest's keys/columns (these are suggestions)
@@ -43,7 +45,7 @@ def parse_variant(arg: str | None, tasks: tuple[str, ...]
   rest = set(flags) - set(tasks) - set(FORMATS)
   if len(task) > 1 or len(fmt) > 1 or rest - {'tiny'}:
     raise ValueError(f'Bad variant {arg!r}: one of {tasks}, at most one '
-                     f'format of {FORMATS}, and optionally tiny.')
+                     f'format of {tuple(FORMATS)}, and optionally tiny.')
   return task[0], fmt[0], rest
 
 
@@ -60,7 +62,7 @@ def base_config(media: str, fmt: str) -> mlc.ConfigDict:
   # splits: split -> manifest path or shard pattern (jsonl, csv,
   # webdataset); path_keys: manifest keys holding media file paths;
   # root: the dataset directory (coco, librispeech).
-  c.dataset = dict(source=fmt, splits=dict(train='', val=''), path_keys=(),
+  c.dataset = dict(source=FORMATS[fmt], splits=dict(train='', val=''), path_keys=(),
                    delimiter='', index_dir='', root='', name='',
                    data_dir=mlc.FieldReference(None, field_type=str))
   if fmt in ('jsonl', 'csv'):

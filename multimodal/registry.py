@@ -99,5 +99,6 @@ def _import_builtins() -> None:
   # pylint: disable=g-import-not-at-top,unused-import
   import multimodal.data.kinds
   import multimodal.evaluators
+  import multimodal.data.sources
   import multimodal.models
   import multimodal.tasks
