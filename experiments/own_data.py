@@ -28,7 +28,7 @@ _KEYS = {
     'jsonl': dict(image='image', audio='audio', image_text='caption',
                   audio_text='text'),
     'csv': dict(image='filepath', audio='filepath', image_text='title',
-                audio_text='title'),
+                audio_text='text'),
     'webdataset': dict(image='jpg', audio='flac', image_text='txt',
                        audio_text='txt'),
     'coco': dict(image='image', image_text='captions'),
@@ -62,8 +62,8 @@ def base_config(media: str, fmt: str) -> mlc.ConfigDict:
   # splits: split -> manifest path or shard pattern (jsonl, csv,
   # webdataset); path_keys: manifest keys holding media file paths;
   # root: the dataset directory (coco, librispeech).
-  c.dataset = dict(source=FORMATS[fmt], splits=dict(train='', val=''), path_keys=(),
-                   delimiter='', index_dir='', root='', name='',
+  c.dataset = dict(source=FORMATS[fmt], splits=dict(train='', val=''),
+                   path_keys=(), delimiter='', index_dir='', root='', name='',
                    data_dir=mlc.FieldReference(None, field_type=str))
   if fmt in ('jsonl', 'csv'):
     c.dataset.path_keys = (_KEYS[fmt][media],)

@@ -221,7 +221,7 @@ def validate_data(config, preprocess, num_train: int) -> None:
     raise ValueError(f'No record has the keys config.input.fields names: '
                      f'{report.examples["missing_key"][0]}. Fix '
                      'config.input.fields (output field -> record key).')
-  bad = sum(report.counts.values())
+  bad = len(report.bad)
   if bad and config.input.on_error == 'raise':
     reason = sorted(report.counts)[0]
     raise ValueError(f'{bad} of {report.num_checked} training records cannot '

@@ -62,6 +62,9 @@ from multimodal.data import text as text_lib
 from multimodal.data.errors import DataError
 
 ON_ERROR = ('raise', 'skip')
+# Skips before the pipeline itself judges the skipped fraction (fewer are
+# too noisy a sample; the trainer also checks at every log step).
+_MIN_SKIPS_TO_JUDGE = 100
 
 
 def open_source(dataset_cfg, split: str):
@@ -102,12 +105,16 @@ class SkipCounter:
     with self.lock:
       self.seen += 1
 
-  def add(self, reason: str, message: str):
+  def add(self, reason: str, message: str) -> bool:
+    """Counts one skipped record; True for the first few of a reason (the
+    ones worth a log line: the rest show up in the counts)."""
     with self.lock:
       self.counts[reason] = self.counts.get(reason, 0) + 1
       shown = self.examples.setdefault(reason, [])
       if len(shown) < 3:
         shown.append(message)
+        return True
+      return False
 
   def metrics(self, prefix: str = 'data') -> dict[str, float]:
     """{'data/skipped': n, 'data/skipped/<reason>': n, 'data/seen': n}."""
@@ -174,6 +181,7 @@ class Preprocess:
       raise ValueError(f'config.input.on_error={on_error!r}: use one of '
                        f'{ON_ERROR}.')
     self.on_error = on_error
+    self.max_skip_fraction = input_cfg.get('max_skip_fraction', 0.01)
     self.cfg = input_cfg
     self.train = train
     self.tokenizer = tokenizer or make_tokenizer(input_cfg)
@@ -233,30 +241,32 @@ class Preprocess:
     except DataError as e:
       e.record = e.record or record_id(record)
       if self.on_error == 'raise':
+        where = f' (file {e.path})' if e.path else ''
         raise DataError(
-            e.reason, f'{e.args[0]} ({e.reason}). Fix the record, or set '
-            "config.input.on_error='skip' to skip (and count) such records.",
-            e.record, e.path) from e
-      self.skipped.add(e.reason, str(e))
-      logging.warning('Skipping record (%s): %s', e.reason, e)
+            e.reason, f'{e.args[0]}{where} [{e.reason}]. Fix the record, or '
+            "set config.input.on_error='skip' to skip (and count) such "
+            'records.', e.record, e.path) from e
+      if self.skipped.add(e.reason, str(e)):
+        logging.warning('Skipping record (%s): %s', e.reason, e)
+      # grain keeps reading until it finds a usable record: a split where
+      # (nearly) every record is bad must fail here, not spin forever.
+      if self.skipped.count >= _MIN_SKIPS_TO_JUDGE:
+        self.skipped.check(self.max_skip_fraction)
       return None
     return out
 
 
+_MISSING = object()
+
+
 def lookup(record: dict[str, Any], key: str):
-  """record[key]; a key 'a/b' that is not itself a key of the record reads
-  record['a']['b'] (nested features; coco's flat 'image/id' is a key).
-  A missing key is a DataError ('missing_key')."""
-  if key in record:
-    return record[key]
-  value = record
-  for part in key.split('/'):
-    if not isinstance(value, dict) or part not in value:
-      have = sorted(value) if isinstance(value, dict) else type(value).__name__
-      raise DataError('missing_key', f'record has no {key!r} (at {part!r}: '
-                      f'found {have}); fix config.input.fields if no record '
-                      'has it')
-    value = value[part]
+  """record[key], where 'a/b' may read record['a']['b'] (sources.lookup);
+  a missing key is a DataError ('missing_key')."""
+  value = sources.lookup(record, key, _MISSING)
+  if value is _MISSING:
+    have = sorted(k for k in record if not k.startswith('__'))
+    raise DataError('missing_key', f'record has no {key!r} (it has {have}); '
+                    'fix config.input.fields if no record has it')
   return value
 
 
