@@ -40,6 +40,7 @@ from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
+from multimodal import tree as tree_lib
 from multimodal.data import pipeline
 from multimodal.models import build_model
 
@@ -132,7 +133,7 @@ def read_init_from(config, ts: TrainState) -> dict:
   """{param path: NumPy array} that config.init_from selects (logged)."""
   arrays, notes = pretrained.init_from(config.init_from, config.model,
                                        ts.abstract['params'])
-  flat = pretrained.flatten(ts.abstract['params'])
+  flat = tree_lib.flatten(ts.abstract['params'])
   loaded = sum(v.size for v in arrays.values())
   total = sum(v.size for v in flat.values())
   log(f'init_from {config.init_from.path}: {len(arrays)} of {len(flat)} '
@@ -145,12 +146,12 @@ def place_init_from(arrays: dict, ts: TrainState, state: dict) -> dict:
   """`state` with `arrays` (read_init_from) as its parameters, placed on
   their shardings. The optimizer state stays as initialised (Adam's moments
   start at zero whatever the parameters)."""
-  flat = pretrained.flatten(state['params'])
-  flat_shardings = pretrained.flatten(ts.shardings['params'])
+  flat = tree_lib.flatten(state['params'])
+  flat_shardings = tree_lib.flatten(ts.shardings['params'])
   for key, value in arrays.items():
     flat[key] = jax.device_put(value.astype(flat[key].dtype),
                                flat_shardings[key])
-  return dict(state, params=pretrained.unflatten_like(flat, state['params']))
+  return dict(state, params=tree_lib.unflatten_like(flat, state['params']))
 
 
 def shard_batch(batch: dict, sharding) -> dict:
