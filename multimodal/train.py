@@ -246,10 +246,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     init_arrays = read_init_from(config, ts)
   with jax.set_mesh(mesh):
     if not fresh:
-      abstract = jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          ts.abstract, ts.shardings)
-      state, start = checkpointer.restore(abstract, train_iter)
+      state, start = checkpointer.restore(
+          ckpt_lib.abstract_like(ts.abstract, ts.shardings), train_iter)
       log(f'Resumed from step {start} in {workdir}')
     else:
       state = jax.jit(ts.init, out_shardings=ts.shardings)()

@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import numpy as np
 
-NUMBER_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven',
-                'eight', 'nine')
-
 
 def fill_prompts(templates, class_names) -> list[list[str]]:
   """[num_classes][num_templates] prompts; templates use {word} and {digit}."""

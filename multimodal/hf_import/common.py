@@ -54,11 +54,6 @@ def to_numpy(value: Any) -> np.ndarray:
   return array
 
 
-_ST_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
-              'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
-              'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
-
-
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """All tensors of one .safetensors file as numpy arrays.
 
