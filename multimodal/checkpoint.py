@@ -67,12 +67,13 @@ class Checkpointer:
     self.manager.close()
 
 
-def abstract_like(tree):
-  """ShapeDtypeStructs (with shardings) describing a concrete array tree."""
+def abstract_like(tree, shardings):
+  """The restore target for `tree` (arrays or ShapeDtypeStructs): its
+  ShapeDtypeStructs, each with its sharding from `shardings` (a matching
+  tree), where `Checkpointer.restore` places the arrays."""
   return jax.tree.map(
-      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                     sharding=getattr(x, 'sharding', None)),
-      tree)
+      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+      tree, shardings)
 
 
 class PreemptionGuard:

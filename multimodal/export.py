@@ -38,6 +38,7 @@ import safetensors.numpy
 from multimodal import metrics_writer
 from multimodal import pretrained
 from multimodal import registry
+from multimodal import tree as tree_lib
 from multimodal.data import kinds
 from multimodal.data import pipeline
 
@@ -123,7 +124,7 @@ def export(workdir: str, out: str, step: int | None = None) -> str:
   with ocp.StandardCheckpointer() as checkpointer:  # waits for the write
     checkpointer.save(os.path.join(tmp, pretrained.PARAMS_DIR), params)
   flat = {k: np.ascontiguousarray(v) for k, v in
-          pretrained.flatten(params).items()}
+          tree_lib.flatten(params).items()}
   safetensors.numpy.save_file(
       flat, os.path.join(tmp, 'model.safetensors'),
       metadata={'format': 'multimodal', 'step': str(step)})

@@ -2,7 +2,7 @@
 frozen parameters and per-group learning rates.
 
 Parameter groups are chosen by regexes over '/'-joined parameter paths (as
-in multimodal.pretrained, e.g. 'towers/image/core/embed/kernel'):
+in multimodal.tree, e.g. 'towers/image/core/embed/kernel'):
   config.optimizer.frozen    (regex, ...): parameters that never change
                              (LiT: a locked image tower). They get no
                              gradient computation, no update, no weight
@@ -19,7 +19,7 @@ import re
 import jax
 import optax
 
-from multimodal import pretrained
+from multimodal import tree as tree_lib
 
 FROZEN = 'frozen'
 
@@ -49,7 +49,7 @@ def _label_fn(opt_cfg):
   mults = tuple((p, float(m)) for p, m in opt_cfg.get('lr_mults', ()))
 
   def label(path, _):
-    key = pretrained.path_str(path)
+    key = tree_lib.path_str(path)
     if any(re.search(p, key) for p in frozen):
       return FROZEN
     for pattern, mult in mults:

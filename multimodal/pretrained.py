@@ -7,8 +7,9 @@ Where parameters come from (any of these paths works everywhere below):
   a checkpoint step     .../checkpoints/<step>.
 
 Parameters are addressed by '/'-joined paths of the model's parameter tree,
-e.g. 'towers/image/core/encoder/blocks/0/attn/query/kernel'; every regex
-below is matched against such a path (re.search).
+e.g. 'towers/image/core/encoder/blocks/0/attn/query/kernel' (see
+multimodal/tree.py); every regex below is matched against such a path
+(re.search).
 
 `init_from` (a config block, applied by the trainer when a run starts fresh):
   path        where the parameters come from (as above).
@@ -40,6 +41,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from multimodal import registry
+from multimodal import tree as tree_lib
 from multimodal.models import build_model
 from multimodal.models.patch_transformer import PatchTransformer
 from multimodal.models.posemb import LearnedPosEmb
@@ -50,33 +52,6 @@ CONFIG_JSON = 'config.json'
 PREPROCESS_JSON = 'preprocess.json'
 TOKENIZER = 'tokenizer.model'
 METRICS_JSON = 'metrics.json'
-
-
-# --------------------------------------------------------------- paths ---
-
-def _key_str(key) -> str:
-  for attr in ('key', 'idx', 'name'):
-    if hasattr(key, attr):
-      return str(getattr(key, attr))
-  return str(key)
-
-
-def path_str(path: Iterable[Any]) -> str:
-  """A jax key path (or tuple of keys) -> 'a/b/0/c'."""
-  return '/'.join(_key_str(k) for k in path)
-
-
-def flatten(tree) -> dict[str, Any]:
-  """{'a/b/0/c': leaf} for every leaf of a (nested dict) parameter tree."""
-  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
-  return {path_str(p): leaf for p, leaf in leaves}
-
-
-def unflatten_like(flat: Mapping[str, Any], reference):
-  """The tree of `reference`'s structure with leaves taken from `flat`."""
-  leaves, treedef = jax.tree_util.tree_flatten_with_path(reference)
-  return jax.tree_util.tree_unflatten(
-      treedef, [flat[path_str(p)] for p, _ in leaves])
 
 
 # ------------------------------------------------------------- reading ---
@@ -161,10 +136,10 @@ def read_params(path: str, shardings=None):
         lambda _: ocp.RestoreArgs(restore_type=np.ndarray), abstract)
   else:
     # By path: the saved tree names list items '0', nnx trees use 0.
-    by_path = flatten(shardings)
+    by_path = tree_lib.flatten(shardings)
 
     def restore_arg(path, m):
-      key = path_str(path)
+      key = tree_lib.path_str(path)
       if key not in by_path:
         raise ValueError(f'No sharding given for parameter {key} of '
                          f'{state_dir}.')
@@ -227,8 +202,8 @@ def model_with_params(model_config, params, *, where: str,
   if model is None:
     model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
   state = nnx.state(model, nnx.Param)
-  check_same_tree(flatten(nnx.to_pure_dict(state)), flatten(params),
-                  where=where)
+  tree_lib.check_same_tree(tree_lib.flatten(nnx.to_pure_dict(state)),
+                           tree_lib.flatten(params), where=where)
   nnx.replace_by_pure_dict(state, jax.tree.map(jnp.asarray, params))
   nnx.update(model, state)
   return model
@@ -268,36 +243,6 @@ def load_pretrained(path: str, shardings=None) -> Pretrained:
                     metrics=_read_json(os.path.join(path, METRICS_JSON), {}))
 
 
-def check_same_tree(expected: Mapping[str, Any], got: Mapping[str, Any],
-                    where: str) -> None:
-  """Raises one error naming every missing/unexpected/reshaped parameter."""
-  problems = _problems(
-      missing=sorted(set(expected) - set(got)),
-      unexpected=sorted(set(got) - set(expected)),
-      mismatched=[(k, tuple(got[k].shape), tuple(expected[k].shape))
-                  for k in sorted(set(expected) & set(got))
-                  if tuple(got[k].shape) != tuple(expected[k].shape)])
-  if problems:
-    raise ValueError(f'The parameters at {where} do not fit the model:\n'
-                     + problems)
-
-
-def _problems(missing, unexpected, mismatched, limit: int = 25) -> str:
-  lines = []
-  for title, items in (('missing (the model has them, the source does not)',
-                        missing),
-                       ('unexpected (the source has them, the model does '
-                        'not)', unexpected),
-                       ('shape mismatch (source -> model)',
-                        [f'{k}: {s} -> {t}' for k, s, t in mismatched])):
-    if items:
-      lines.append(f'  {len(items)} {title}:')
-      lines += [f'    {k}' for k in items[:limit]]
-      if len(items) > limit:
-        lines.append(f'    ... and {len(items) - limit} more')
-  return '\n'.join(lines)
-
-
 # ------------------------------------------------------- position tables ---
 
 def position_grids(model_config) -> dict[str, tuple[int, ...]]:
@@ -309,9 +254,10 @@ def position_grids(model_config) -> dict[str, tuple[int, ...]]:
   grids = {}
   for path, node in nnx.iter_graph(model):
     if isinstance(node, PatchTransformer) and node.posemb is not None:
-      grids[path_str(path + ('posemb', 'embedding'))] = tuple(node.grid)
+      key = tree_lib.path_str(path + ('posemb', 'embedding'))
+      grids[key] = tuple(node.grid)
     elif isinstance(node, LearnedPosEmb):
-      key = path_str(path + ('embedding',))
+      key = tree_lib.path_str(path + ('embedding',))
       grids.setdefault(key, (node.num_positions,))
   return grids
 
@@ -396,7 +342,7 @@ def select_params(target: Mapping[str, Any], source: Mapping[str, Any], *,
       mismatched.append((key, tuple(value.shape), want))
       continue
     out[key] = value
-  problems = _problems(missing, unexpected, mismatched)
+  problems = tree_lib.describe_mismatch(missing, unexpected, mismatched)
   if problems:
     raise ValueError(
         f'init_from {where} does not fit the model:\n{problems}\n'
@@ -421,8 +367,8 @@ def init_from(init_cfg, model_config, abstract_params) -> tuple[dict, list]:
   Returns:
     ({target path: NumPy array}, [notes]) for the selected parameters.
   """
-  source = flatten(read_params(init_cfg.path))
-  target = flatten(abstract_params)
+  source = tree_lib.flatten(read_params(init_cfg.path))
+  target = tree_lib.flatten(abstract_params)
   grids = {}
   if init_cfg.get('resample_posemb', True):
     grids = dict(source_grids=position_grids(_model_config_of(init_cfg.path)),

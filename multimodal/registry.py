@@ -10,10 +10,12 @@ module with one ``@register`` line, in this package or in your own:
     registry.get('fusion', 'my_fusion')  # -> MyFusion
 
 Kinds and where their contracts are documented:
-  model      whole models built from config.model (multimodal/models)
-  encoder    modality towers (multimodal/models)
+  model      models built from a top-level config.model, e.g. contrastive,
+             encoder_decoder, or one tower on its own (multimodal/models)
+  encoder    modality towers of those models (multimodal/models/builder.py)
   decoder    text decoders (multimodal/models/decoder.py)
   fusion     memory fusions of an encoder-decoder (multimodal/models/fusion.py)
+  layer      building blocks named by config inside a model
   source     data sources named by config.dataset.source
              (multimodal/data/sources)
   field      preprocessing of one field kind, e.g. image, audio, text

@@ -40,6 +40,7 @@ from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
+from multimodal import tree as tree_lib
 from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
@@ -134,7 +135,7 @@ def read_init_from(config, ts: TrainState) -> dict:
   """{param path: NumPy array} that config.init_from selects (logged)."""
   arrays, notes = pretrained.init_from(config.init_from, config.model,
                                        ts.abstract['params'])
-  flat = pretrained.flatten(ts.abstract['params'])
+  flat = tree_lib.flatten(ts.abstract['params'])
   loaded = sum(v.size for v in arrays.values())
   total = sum(v.size for v in flat.values())
   log(f'init_from {config.init_from.path}: {len(arrays)} of {len(flat)} '
@@ -147,12 +148,12 @@ def place_init_from(arrays: dict, ts: TrainState, state: dict) -> dict:
   """`state` with `arrays` (read_init_from) as its parameters, placed on
   their shardings. The optimizer state stays as initialised (Adam's moments
   start at zero whatever the parameters)."""
-  flat = pretrained.flatten(state['params'])
-  flat_shardings = pretrained.flatten(ts.shardings['params'])
+  flat = tree_lib.flatten(state['params'])
+  flat_shardings = tree_lib.flatten(ts.shardings['params'])
   for key, value in arrays.items():
     flat[key] = jax.device_put(value.astype(flat[key].dtype),
                                flat_shardings[key])
-  return dict(state, params=pretrained.unflatten_like(flat, state['params']))
+  return dict(state, params=tree_lib.unflatten_like(flat, state['params']))
 
 
 def shard_batch(batch: dict, sharding) -> dict:
@@ -287,10 +288,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     init_arrays = read_init_from(config, ts)
   with jax.set_mesh(mesh):
     if not fresh:
-      abstract = jax.tree.map(
-          lambda a, s: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=s),
-          ts.abstract, ts.shardings)
-      state, start = checkpointer.restore(abstract, train_iter)
+      state, start = checkpointer.restore(
+          ckpt_lib.abstract_like(ts.abstract, ts.shardings), train_iter)
       log(f'Resumed from step {start} in {workdir}')
     else:
       state = jax.jit(ts.init, out_shardings=ts.shardings)()

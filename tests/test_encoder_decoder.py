@@ -9,7 +9,6 @@ from flax import nnx
 
 from multimodal import registry
 from multimodal.models import LOGICAL_AXES, build_model
-from multimodal.models import encoder_decoder
 from multimodal.models.modality_dropout import drop_modalities
 
 B, V, W = 3, 17, 16
@@ -69,7 +68,7 @@ def test_registered_with_logical_axis_names():
     assert set(names) <= set(LOGICAL_AXES) | {None}, (path, names)
 
 
-@pytest.mark.parametrize('fusion', encoder_decoder.FUSIONS)
+@pytest.mark.parametrize('fusion', sorted(FUSION_ARGS))
 def test_missing_and_masked_modalities(fusion):
   """Runs on either modality alone. An example whose audio is masked gets
   the logits it would get with no audio input at all, whatever its audio
@@ -149,8 +148,22 @@ def test_some_examples_lose_a_modality_under_dropout():
 
 
 def test_bad_config_and_inputs_are_clear_errors():
-  with pytest.raises(ValueError, match='fusion name'):
+  with pytest.raises(KeyError, match=r"Unknown fusion 'sum'. Registered "
+                     r'fusions: bottleneck, concat, .*perceiver_resampler'):
     build_model(_config() | dict(fusion=dict(name='sum')), rngs=nnx.Rngs(0))
+  with pytest.raises(KeyError, match=r"Unknown encoder 'vitt'.*Registered "
+                     r'encoders: audio_transformer, text_transformer, vit'):
+    build_model(_config() | dict(towers=dict(image=dict(name='vitt'))),
+                rngs=nnx.Rngs(0))
+  with pytest.raises(KeyError, match="Unknown encoder 'contrastive'"):
+    build_model(_config() | dict(towers=dict(image=dict(name='contrastive'))),
+                rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"Fusion 'concat'.*unknown.*depth"):
+    build_model(_config() | dict(fusion=dict(name='concat', depth=1)),
+                rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"fusion sets \['width'\]"):
+    build_model(_config() | dict(fusion=dict(name='concat', width=4)),
+                rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match='modality_dropout'):
     build_model(_config(modality_dropout=1.0), rngs=nnx.Rngs(0))
   model = _model('concat')

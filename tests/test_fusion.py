@@ -1,4 +1,8 @@
-"""Tests for the fusion modules: shapes, masks and gate initialisation."""
+"""Tests for the fusion modules: shapes, masks and gate initialisation.
+
+The fusion contract itself (every registered fusion, one from outside the
+package) is tested in test_model_registry.py.
+"""
 import functools
 
 import jax
@@ -24,6 +28,8 @@ MEDIA = jax.random.normal(jax.random.key(1), (B, M, DM))
 # Example 0: two media; example 1: all four; example 2: none.
 MASK = jnp.array([[1, 1, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]], bool)
 NOISE = 5 * jax.random.normal(jax.random.key(2), (B, M, DM))
+KINDS = {'gated_xattn': 'layer', 'bottleneck': 'fusion',
+         'perceiver_resampler': 'layer'}
 
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -32,13 +38,19 @@ pytestmark = pytest.mark.usefixtures('fast_compiles')
 @functools.lru_cache(maxsize=None)
 def _model(name):
   """A built (cached) tiny fusion model; tests that change it copy it."""
-  return build_model(dict(CONFIGS[name], name=name), rngs=nnx.Rngs(0))
+  return build_model(dict(CONFIGS[name], name=name), rngs=nnx.Rngs(0),
+                     kind=KINDS[name])
 
 
 @nnx.jit
 def _apply(model, *args):
   # One compile per input structure; eager ops would each compile.
   return model(*args)
+
+
+@nnx.jit
+def _fuse(model, *args):
+  return model.fuse(*args)
 
 
 def _open_gates(model, attn=1.0, mlp=1.0):
@@ -55,9 +67,10 @@ def _masked_noise(media, mask, noise=NOISE):
 
 @pytest.mark.parametrize('name', sorted(CONFIGS))
 def test_registered_with_logical_axis_names(name):
-  assert name in registry.names('model')
+  assert name in registry.names(KINDS[name])
   model = nnx.eval_shape(
-      lambda: build_model(dict(CONFIGS[name], name=name), rngs=nnx.Rngs(0)))
+      lambda: build_model(dict(CONFIGS[name], name=name), rngs=nnx.Rngs(0),
+                          kind=KINDS[name]))
   for path, var in nnx.to_flat_state(nnx.state(model, nnx.Param)):
     names = var.get_metadata().get('out_sharding')
     assert names is not None and len(names) == var.ndim, (path, names)
@@ -121,20 +134,20 @@ def _streams():
 def test_bottleneck_shapes_and_masked_tokens():
   model = _model('bottleneck')
   tokens, masks = _streams()
-  out, latents = _apply(model, tokens, masks)
+  out, latents = _fuse(model, tokens, masks)
   assert latents.shape == (B, 3, D) and latents.dtype == jnp.float32
   assert {k: v.shape for k, v in out.items()} == {
       'image': (B, 4, D), 'audio': (B, 6, D)}
   for m in out:
     assert np.all(np.asarray(out[m])[~np.asarray(masks[m])] == 0)
   noisy = {m: jnp.where(masks[m][..., None], tokens[m], 9.0) for m in tokens}
-  out2, latents2 = _apply(model, noisy, masks)
+  out2, latents2 = _fuse(model, noisy, masks)
   np.testing.assert_allclose(latents2, latents, atol=1e-5)
   for m in out:
     np.testing.assert_allclose(out2[m], out[m], atol=1e-5)
   # Real tokens do reach the latents and the other stream.
   real = {m: jnp.where(masks[m][..., None], 9.0, tokens[m]) for m in tokens}
-  out3, latents3 = _apply(model, dict(tokens, audio=real['audio']), masks)
+  out3, latents3 = _fuse(model, dict(tokens, audio=real['audio']), masks)
   assert not np.allclose(latents3[1:], latents[1:], atol=1e-4)
   assert not np.allclose(out3['image'][1:], out['image'][1:], atol=1e-4)
 
@@ -142,15 +155,15 @@ def test_bottleneck_shapes_and_masked_tokens():
 def test_bottleneck_missing_modality_does_not_touch_latents():
   model = _model('bottleneck')
   tokens, masks = _streams()
-  _, latents = _apply(model, tokens, masks)
-  image_only, latents_image_only = _apply(
+  _, latents = _fuse(model, tokens, masks)
+  image_only, latents_image_only = _fuse(
       model, dict(image=tokens['image']), dict(image=masks['image']))
   # Example 0 has no audio: exactly as if the audio stream were absent.
   np.testing.assert_allclose(latents[0], latents_image_only[0], atol=1e-5)
   assert not np.allclose(latents[1:], latents_image_only[1:], atol=1e-4)
   assert sorted(image_only) == ['image']
   with pytest.raises(ValueError, match='streams'):
-    model(dict(video=tokens['image']))
+    model.fuse(dict(video=tokens['image']))
 
 
 # --------------------------------------------------------- resampler ---
@@ -174,7 +187,8 @@ def test_resampler_shapes_and_mask():
 def test_bfloat16_compute_float32_params():
   config = dict(CONFIGS['perceiver_resampler'], name='perceiver_resampler',
                 dtype=jnp.bfloat16)
-  model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
+  model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0),
+                                             kind='layer'))
   graphdef, state = nnx.split(model)
   out = jax.eval_shape(lambda s: nnx.merge(graphdef, s)(MEDIA, MASK), state)
   assert out.dtype == jnp.bfloat16

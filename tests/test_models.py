@@ -19,6 +19,7 @@ from flax import nnx
 
 from multimodal import registry
 from multimodal.models import LOGICAL_AXES, build_model
+from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention
 
 P = jax.sharding.PartitionSpec
@@ -319,6 +320,88 @@ def test_build_model_errors():
     build_model(dict(width=3), rngs=nnx.Rngs(0))
   with pytest.raises(KeyError, match='Unknown model'):
     build_model(dict(name='nope'), rngs=nnx.Rngs(0))
+
+
+def test_build_model_errors_name_unknown_tower_options():
+  # The towers take their Encoder options as **options: still validated.
+  for name in ('vit', 'audio_transformer', 'text_transformer'):
+    with pytest.raises(ValueError, match=r"unknown.*\['num_layers'\]"
+                       r'.*Accepted arguments:.*scan_layers.*variant'):
+      build_model(_config(name, num_layers=3), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"Encoder 'vit'.*\['depht'\]"):
+    build_model(_config('vit', depht=3), rngs=nnx.Rngs(0), kind='encoder')
+
+
+# ------------------------------------------------------- named sizes ---
+
+
+def _param_shapes(config, kind='model'):
+  model = nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0),
+                                             kind=kind))
+  return {'/'.join(map(str, p)): v.shape for p, v in nnx.to_flat_state(
+      nnx.state(model, nnx.Param))}
+
+
+def test_size_table_and_parser():
+  table = {'Ti': (192, 12, 768, 3), 'S': (384, 12, 1536, 6),
+           'M': (512, 12, 2048, 8), 'B': (768, 12, 3072, 12),
+           'L': (1024, 24, 4096, 16), 'H': (1280, 32, 5120, 16)}
+  for name, (width, depth, mlp_dim, heads) in table.items():
+    assert sizes.parse_variant(f'{name}/16') == (dict(
+        width=width, depth=depth, mlp_dim=mlp_dim, num_heads=heads), 16)
+  assert {'mu', 'g', 'G'} <= set(sizes.SIZES)
+  assert sizes.parse_variant('S')[1] is None
+  with pytest.raises(ValueError, match=r"Unknown model variant 'Q/16'.*"
+                     r'mu, Ti, S, M, B, L'):
+    sizes.parse_variant('Q/16')
+  with pytest.raises(ValueError, match='positive integer'):
+    sizes.parse_variant('B/x')
+  # Explicit keys win; an explicit mlp_ratio drops the variant's mlp_dim.
+  got, _ = sizes.resolve('B', dict(depth=2, mlp_ratio=2), patches=False)
+  assert (got['width'], got['depth'], got['mlp_dim'], got['mlp_ratio']) == (
+      768, 2, None, 2)
+  with pytest.raises(ValueError, match='cuts no patches'):
+    sizes.resolve('B/16', {}, patches=False)
+
+
+def test_vit_variant_b16():
+  shapes = _param_shapes(dict(name='vit', variant='B/16', image_size=32,
+                              channels=3))
+  assert shapes['core/embed/kernel'] == (16 * 16 * 3, 768)
+  assert shapes['core/posemb/embedding'] == (4, 768)
+  assert shapes['core/encoder/blocks/11/mlp/fc1/kernel'] == (768, 3072)
+  assert 'core/encoder/blocks/12/mlp/fc1/kernel' not in shapes
+  attn = nnx.eval_shape(lambda: build_model(
+      dict(name='vit', variant='B/16', image_size=32, channels=3),
+      rngs=nnx.Rngs(0))).core.encoder.blocks[0].attn
+  assert attn.num_heads == 12
+
+
+def test_variants_of_every_tower_and_the_decoder_with_overrides():
+  vit = _param_shapes(dict(name='vit', variant='mu/4', image_size=8,
+                           depth=2, patch_size=2), 'encoder')
+  assert vit['core/embed/kernel'] == (2 * 2 * 1, 32)  # explicit patch
+  assert vit['core/encoder/blocks/1/mlp/fc1/kernel'] == (32, 128)
+  audio = _param_shapes(dict(name='audio_transformer', variant='mu/4',
+                             num_frames=16, num_mels=8), 'encoder')
+  assert audio['core/embed/kernel'] == (4 * 4, 32)  # 4 x 4 patches
+  assert 'core/encoder/blocks/1/norm1/scale' not in audio  # mu: depth 1
+  text = _param_shapes(dict(name='text_transformer', variant='mu',
+                            vocab_size=50, width=64), 'encoder')
+  assert text['embed/embedding'] == (50, 64)
+  assert text['encoder/blocks/0/mlp/fc1/kernel'] == (64, 128)
+  decoder = _param_shapes(dict(name='text_decoder', variant='mu',
+                               vocab_size=50, mlp_ratio=2), 'decoder')
+  assert decoder['blocks/0/mlp/fc1/kernel'] == (32, 64)
+  decoder = _param_shapes(dict(name='text_decoder', variant='S',
+                               vocab_size=50, depth=1), 'decoder')
+  assert decoder['blocks/0/mlp/fc1/kernel'] == (384, 1536)
+  for name in ('text_transformer', 'text_decoder'):
+    with pytest.raises(ValueError, match='cuts no patches'):
+      build_model(dict(name=name, variant='mu/4', vocab_size=50),
+                  rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="Unknown model variant 'XL'"):
+    build_model(dict(name='vit', variant='XL'), rngs=nnx.Rngs(0))
 
 
 # ---------------------------------------------------------- sharding ---

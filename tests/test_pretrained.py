@@ -20,6 +20,7 @@ from multimodal import export as export_lib
 from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import train
+from multimodal import tree as tree_lib
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -70,8 +71,8 @@ def test_export_holds_everything_to_reuse_the_model(trained):
       'num_mels'] == 64
 
   # The export's parameters are the checkpoint's, in both formats.
-  ckpt = pretrained.flatten(pretrained.read_params(workdir))
-  exported = pretrained.flatten(pretrained.read_params(out))
+  ckpt = tree_lib.flatten(pretrained.read_params(workdir))
+  exported = tree_lib.flatten(pretrained.read_params(out))
   tensors = safetensors.numpy.load_file(os.path.join(out,
                                                      'model.safetensors'))
   assert set(ckpt) == set(exported) == set(tensors)
@@ -167,7 +168,7 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
   # Now the image tower too: its position table is resampled 4x4 -> 8x8.
   config.init_from.exclude = ()
   arrays = train.read_init_from(config, ts)
-  source = pretrained.flatten(pretrained.read_params(out))
+  source = tree_lib.flatten(pretrained.read_params(out))
   posemb = 'towers/image/core/posemb/embedding'
   assert source[posemb].shape == (16, 32) and arrays[posemb].shape == (64, 32)
   grid = source[posemb].reshape(4, 4, 32)
@@ -195,7 +196,7 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
   config.optimizer.frozen = ('^towers/image/',)
   final = train.train_and_evaluate(config, str(tmp_path / 'ft'))
   assert 0.0 <= final['test/zeroshot/image'] <= 1.0
-  tuned = pretrained.flatten(pretrained.read_params(str(tmp_path / 'ft')))
+  tuned = tree_lib.flatten(pretrained.read_params(str(tmp_path / 'ft')))
   moved = [k for k in arrays if not np.array_equal(tuned[k], arrays[k])]
   assert moved and all(not k.startswith('towers/image/') for k in moved)
   assert any(k.startswith('towers/text/') for k in moved)
@@ -203,7 +204,7 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
 
 def test_init_from_names_every_problem(trained):
   _, out, _ = trained
-  source = pretrained.flatten(pretrained.read_params(out))
+  source = tree_lib.flatten(pretrained.read_params(out))
   target = dict(source)
   del target['heads/image/kernel']  # the source has it: unexpected
   target['towers/new/kernel'] = np.zeros((2, 2))  # missing in source

@@ -6,9 +6,6 @@ import numpy as np
 from multimodal import evaluators
 from multimodal import registry
 
-NUMBER_WORDS = ('zero', 'one', 'two', 'three', 'four', 'five', 'six', 'seven',
-                'eight', 'nine')
-
 
 def fill_prompts(templates, class_names) -> list[list[str]]:
   """[num_classes][num_templates] prompts. A template holds the class name

@@ -54,11 +54,6 @@ def to_numpy(value: Any) -> np.ndarray:
   return array
 
 
-_ST_DTYPES = {'F64': np.float64, 'F32': np.float32, 'F16': np.float16,
-              'I64': np.int64, 'I32': np.int32, 'I16': np.int16,
-              'I8': np.int8, 'U8': np.uint8, 'BOOL': np.bool_}
-
-
 def read_safetensors(path: str) -> dict[str, np.ndarray]:
   """All tensors of one .safetensors file as numpy arrays.
 
@@ -432,13 +427,14 @@ def check_against_model(model_config: Mapping[str, Any],
   """Raises ConversionError unless `params` is exactly the model's pure
   parameter dict (same paths, same shapes). Traced abstractly (no arrays)."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from multimodal import pretrained  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=g-import-not-at-top
+  from multimodal import pretrained, tree as tree_lib
 
   model = pretrained.abstract_model(model_config)
-  expected = pretrained.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+  expected = tree_lib.flatten(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   try:
-    pretrained.check_same_tree(expected, pretrained.flatten(params),
-                               where=f'the {family} import')
+    tree_lib.check_same_tree(expected, tree_lib.flatten(params),
+                             where=f'the {family} import')
   except ValueError as e:
     raise ConversionError(f'{family} import produced parameters that do not '
                           f'fit the model config:\n{e}') from None

@@ -1,4 +1,5 @@
-"""Model zoo: importing this package registers every model.
+"""Model zoo: importing this package registers every model, encoder,
+decoder and fusion (registry kinds: see builder.py).
 
   from multimodal.models import build_model
   model = build_model({'name': 'vit', 'width': 64}, rngs=nnx.Rngs(0))

@@ -112,7 +112,7 @@ class ContrastiveModel(nnx.Module):
       for key, value in (('dtype', dtype), ('param_dtype', param_dtype)):
         if value is not None:
           cfg.setdefault(key, value)
-      self.towers[name] = build_model(cfg, rngs=rngs)
+      self.towers[name] = build_model(cfg, rngs=rngs, kind='encoder')
       kind = projection.get(name, 'linear')
       width = self.towers[name].width
       if kind == 'identity':

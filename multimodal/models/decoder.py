@@ -15,10 +15,12 @@ from flax import nnx
 
 from multimodal import registry
 from multimodal.models import posemb as posemb_lib
+from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.fusion import key_mask, media_projection
 from multimodal.models.partitioning import axes, constrain
-from multimodal.models.transformer import Mlp, layer_norm, make_dropout
+from multimodal.models.transformer import (Mlp, layer_norm, make_dropout,
+                                           mlp_hidden)
 
 
 class KVCache(NamedTuple):
@@ -60,7 +62,8 @@ class DecoderBlock(nnx.Module):
                cross_attention: bool = True, activation: str = 'gelu',
                dropout: float = 0.0, layernorm_epsilon: float = 1e-6,
                dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, rngs: nnx.Rngs):
+               attention_impl: str | None = None, mlp_dim: int | None = None,
+               rngs: nnx.Rngs):
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.self_norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
     self.self_attn = MultiHeadAttention(width, num_heads,
@@ -72,8 +75,8 @@ class DecoderBlock(nnx.Module):
     else:
       self.cross_attn = None
     self.mlp_norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
-    self.mlp = Mlp(width, int(width * mlp_ratio), activation=activation,
-                   dropout_rate=dropout, **kw)
+    self.mlp = Mlp(width, mlp_hidden(width, mlp_ratio, mlp_dim),
+                   activation=activation, dropout_rate=dropout, **kw)
     self.drop = make_dropout(dropout, rngs)
 
   def memory_kv(self, memory: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -125,7 +128,9 @@ class DecoderBlock(nnx.Module):
     return x + self.drop(y, deterministic=deterministic), cache
 
 
+# Also a whole model on its own (a language model without memory).
 @registry.register('model', 'text_decoder')
+@registry.register('decoder', 'text_decoder')
 class TextDecoder(nnx.Module):
   """Token + learned position embedding, DecoderBlocks, LayerNorm, logits.
 
@@ -134,16 +139,29 @@ class TextDecoder(nnx.Module):
   [B, M, memory_width], projected to `width` when the widths differ).
   Output logits use the token table transposed (`tie_embeddings`) or a
   separate [width, vocab] kernel ('embed', 'vocab').
+
+  Sizes: `variant` names one ('B'; see sizes.py) and explicit width, depth,
+  num_heads, mlp_ratio, mlp_dim override it. Without either: width 128,
+  depth 2, 4 heads, MLP hidden int(width * mlp_ratio) with mlp_ratio 4
+  (mlp_dim, when given, is the hidden size).
   """
 
   def __init__(self, *, vocab_size: int, max_len: int = 32,
-               width: int = 128, depth: int = 2, num_heads: int = 4,
-               mlp_ratio: float = 4, memory_width: int | None = None,
+               width: int | None = None, depth: int | None = None,
+               num_heads: int | None = None, mlp_ratio: float | None = None,
+               mlp_dim: int | None = None, variant: str | None = None,
+               memory_width: int | None = None,
                cross_attention: bool = True, tie_embeddings: bool = True,
                dropout: float = 0.0, activation: str = 'gelu',
                layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
                param_dtype=jnp.float32, attention_impl: str | None = None,
                rngs: nnx.Rngs):
+    given = {k: v for k, v in (('width', width), ('depth', depth),
+                               ('num_heads', num_heads),
+                               ('mlp_ratio', mlp_ratio), ('mlp_dim', mlp_dim))
+             if v is not None}
+    size, _ = sizes.resolve(variant, given, patches=False)
+    width, depth, num_heads = size['width'], size['depth'], size['num_heads']
     kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
     self.vocab_size = vocab_size
     self.max_len = max_len
@@ -159,10 +177,11 @@ class TextDecoder(nnx.Module):
                         if cross_attention else None)
     self.drop = make_dropout(dropout, rngs)
     self.blocks = nnx.List([
-        DecoderBlock(width, num_heads, mlp_ratio,
+        DecoderBlock(width, num_heads, size['mlp_ratio'],
                      cross_attention=cross_attention, activation=activation,
                      dropout=dropout, layernorm_epsilon=layernorm_epsilon,
-                     attention_impl=attention_impl, **kw)
+                     attention_impl=attention_impl, mlp_dim=size['mlp_dim'],
+                     **kw)
         for _ in range(depth)])
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
     if tie_embeddings:

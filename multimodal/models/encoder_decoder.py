@@ -5,11 +5,10 @@
   the modality -> fusion -> memory [B, M, width], memory_mask bool [B, M]
   -> TextDecoder, whose cross-attention reads the memory.
 
-Fusions (`fusion['name']`):
-  concat               the modalities' tokens side by side (M = sum N_m).
-  perceiver_resampler  all tokens -> `num_latents` latents (M = num_latents).
-  bottleneck           MBT layers: the streams exchange information through
-                       shared latents; memory = streams then latents.
+The fusion (`fusion['name']`) is any module registered as kind 'fusion',
+built and called as fusion.py's docstring says (built-in: concat,
+perceiver_resampler, bottleneck); the towers are registered 'encoder's and
+the decoder a 'decoder'.
 
 Missing modalities: `present` holds, per modality, bool [B] marking the
 examples that have it. An absent modality's inputs are zeroed before its
@@ -32,7 +31,8 @@ from multimodal.models.builder import build_model, config_to_dict
 from multimodal.models.modality_dropout import drop_modalities
 from multimodal.models.partitioning import axes, param
 
-FUSIONS = ('concat', 'perceiver_resampler', 'bottleneck')
+# Set by the model, so a fusion config must not set them.
+FUSION_ARGS = ('modalities', 'width')
 
 
 @registry.register('model', 'encoder_decoder')
@@ -47,11 +47,12 @@ class EncoderDecoder(nnx.Module):
 
     Args:
       towers: modality (batch field, e.g. 'image') -> config of a registered
-        encoder returning (pooled, tokens [B, N, tower width]).
-      decoder: config of a 'text_decoder' (its memory_width is set here).
+        'encoder' returning (pooled, tokens [B, N, tower width]).
+      decoder: config of a registered 'decoder' (its memory_width is set
+        here).
       width: memory width, that of every modality's tokens after projection.
-      fusion: {'name': one of FUSIONS, ...that module's other arguments};
-        default concat.
+      fusion: {'name': a registered 'fusion', ...its own arguments}; default
+        concat. modalities and width are the model's (see fusion.py).
       modality_dropout: training-time probability of dropping each modality
         of an example (never all of them); see modality_dropout.py.
       dtype: compute dtype given to parts that do not set their own.
@@ -60,10 +61,11 @@ class EncoderDecoder(nnx.Module):
     """
     towers = config_to_dict(towers)
     fusion = config_to_dict(fusion or {'name': 'concat'})
-    fusion_name = fusion.pop('name', None)
-    if fusion_name not in FUSIONS:
-      raise ValueError(f'fusion name must be one of {FUSIONS}, got '
-                       f'{fusion_name!r} (config.model.fusion.name).')
+    clash = sorted(set(fusion) & set(FUSION_ARGS))
+    if clash:
+      raise ValueError(f'config.model.fusion sets {clash}, which the '
+                       'encoder_decoder sets itself (its towers and width): '
+                       'remove them.')
     if not towers:
       raise ValueError('An encoder_decoder needs at least one tower '
                        '(config.model.towers).')
@@ -75,13 +77,12 @@ class EncoderDecoder(nnx.Module):
     dt, pdt = dtype or jnp.float32, param_dtype or jnp.float32
     self.modalities = tuple(towers)
     self.width = width
-    self.fusion_name = fusion_name
     self.modality_dropout = modality_dropout
     self.towers = nnx.Dict()
     self.proj = nnx.Dict()
     for name, cfg in towers.items():
       self.towers[name] = build_model({**defaults, **config_to_dict(cfg)},
-                                      rngs=rngs)
+                                      rngs=rngs, kind='encoder')
       self.proj[name] = nnx.Linear(
           self.towers[name].width, width, dtype=dt, param_dtype=pdt,
           rngs=rngs, kernel_metadata=axes('media', 'embed'),
@@ -89,19 +90,13 @@ class EncoderDecoder(nnx.Module):
     # Tells the decoder (and fusion) which modality a token came from.
     self.modality_embed = param(rngs, nnx.initializers.normal(0.02),
                                 (len(towers), width), (None, 'embed'), pdt)
-    if fusion_name == 'concat':
-      if fusion:
-        raise ValueError(f'concat fusion takes no arguments, got '
-                         f'{sorted(fusion)}.')
-      self.fusion = None
-    else:
-      extra = ({'modalities': self.modalities}
-               if fusion_name == 'bottleneck' else {})
-      self.fusion = build_model({**defaults, **fusion, **extra,
-                                 'name': fusion_name, 'width': width},
-                                rngs=rngs)
+    self.fusion = build_model(
+        {'dtype': dt, 'param_dtype': pdt, **fusion,
+         'modalities': self.modalities, 'width': width},
+        rngs=rngs, kind='fusion')
     self.decoder = build_model({**defaults, **config_to_dict(decoder),
-                                'memory_width': width}, rngs=rngs)
+                                'memory_width': width}, rngs=rngs,
+                               kind='decoder')
 
   def presence(self, media: Mapping[str, jax.Array],
                present: Mapping[str, jax.Array] | None = None, *,
@@ -158,20 +153,7 @@ class EncoderDecoder(nnx.Module):
           self.modalities.index(m)].astype(t.dtype)
       tokens[m] = jnp.where(on[:, None, None], t, 0)
       masks[m] = jnp.broadcast_to(on[:, None], t.shape[:2])
-    names = list(tokens)
-    any_present = jnp.any(jnp.stack(list(flags.values()), 1), axis=1)
-    if self.fusion_name == 'concat':
-      return (jnp.concatenate([tokens[m] for m in names], axis=1),
-              jnp.concatenate([masks[m] for m in names], axis=1))
-    if self.fusion_name == 'perceiver_resampler':
-      memory = self.fusion(jnp.concatenate([tokens[m] for m in names], 1),
-                           jnp.concatenate([masks[m] for m in names], 1),
-                           deterministic=deterministic)
-      return memory, jnp.broadcast_to(any_present[:, None], memory.shape[:2])
-    streams, latents = self.fusion(tokens, masks, deterministic=deterministic)
-    latent_mask = jnp.broadcast_to(any_present[:, None], latents.shape[:2])
-    return (jnp.concatenate([streams[m] for m in names] + [latents], 1),
-            jnp.concatenate([masks[m] for m in names] + [latent_mask], 1))
+    return self.fusion(tokens, masks, deterministic=deterministic)
 
   def __call__(self, media: Mapping[str, jax.Array], tokens: jax.Array,
                present: Mapping[str, jax.Array] | None = None, *,

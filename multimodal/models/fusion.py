@@ -1,18 +1,39 @@
-"""Cross-modal fusion: gated cross-attention, bottleneck tokens, resampler.
+"""Cross-modal fusion: the 'fusion' contract, its fusions, and media layers.
 
-Three ways to let one modality's tokens see another's, each a registered
-model, so a config picks one by name ('gated_xattn', 'bottleneck',
-'perceiver_resampler') and a new one is a module plus a `register` line:
+The fusion contract (registry kind 'fusion'; encoder_decoder's `fusion`
+config names one, and a module outside this package adds one with
+`@registry.register('fusion', 'my_fusion')`):
 
-  GatedCrossAttentionBlock  Flamingo: a text stream attends to media tokens
-                            through tanh gates that start closed.
-  BottleneckFusion          MBT: modality streams exchange information only
-                            through a few shared latent tokens.
-  PerceiverResampler        Flamingo: any number of media tokens -> a fixed
-                            number of latent tokens.
+  built as   cls(*, modalities: tuple[str, ...], width: int, dtype,
+                 param_dtype, rngs: nnx.Rngs, **its config arguments)
+  called as  fusion(tokens: dict[str, [B, N_m, width]],
+                    masks: dict[str, bool [B, N_m]], *, deterministic)
+             -> (memory [B, M, width], memory_mask bool [B, M])
 
-Masks are bool, True for a real token. Masked tokens never change any
-output (they are masked out of every attention, and zeroed where returned).
+`modalities` are the model's towers, in order; `tokens` and `masks` hold a
+non-empty subset of them (those given to encode), in that order. Masks are
+True for a real token; the tokens of an example lacking a modality are
+already zeroed and all masked out, so a fusion must give outputs that do
+not depend on masked tokens. A fusion's own config may set dtype and
+param_dtype; the rest of the contract's arguments are the model's.
+
+Fusions:
+  concat               ConcatFusion: the tokens side by side, M = sum N_m.
+  perceiver_resampler  ResamplerFusion: all tokens -> `num_latents` latents.
+  bottleneck           BottleneckFusion (MBT): the streams exchange
+                       information through shared latents; memory = the
+                       streams, then the latents.
+
+Layers (registry kind 'layer': building blocks with their own call
+signatures, not fusions):
+  gated_xattn          GatedCrossAttentionBlock (Flamingo): a text stream
+                       attends to media tokens through tanh gates that
+                       start closed.
+  perceiver_resampler  PerceiverResampler (Flamingo): media tokens of any
+                       width -> a fixed number of latent tokens.
+
+Masked tokens never change any output (they are masked out of every
+attention, and zeroed where returned).
 """
 from __future__ import annotations
 
@@ -59,11 +80,16 @@ def key_mask(valid: jax.Array) -> tuple[jax.Array, jax.Array]:
   return mask | ~has_keys[:, None], has_keys
 
 
+def any_token(masks: Sequence[jax.Array]) -> jax.Array:
+  """bool [B]: whether an example has any real token in bool [B, N_m]s."""
+  return jnp.any(jnp.concatenate(list(masks), axis=1), axis=1)
+
+
 def _gate(value: float, param_dtype, rngs: nnx.Rngs) -> nnx.Param:
   return param(rngs, nnx.initializers.constant(value), (), (), param_dtype)
 
 
-@registry.register('model', 'gated_xattn')
+@registry.register('layer', 'gated_xattn')
 class GatedCrossAttentionBlock(nnx.Module):
   """x + tanh(a) * XAttn(LN(x), media), then x + tanh(b) * Mlp(LN(x)).
 
@@ -133,7 +159,7 @@ def _latents(rngs: nnx.Rngs, num: int, width: int, param_dtype) -> nnx.Param:
                ('latent', 'embed'), param_dtype)
 
 
-@registry.register('model', 'bottleneck')
+@registry.register('fusion', 'bottleneck')
 class BottleneckFusion(nnx.Module):
   """Multimodal bottleneck transformer (MBT) fusion layers.
 
@@ -172,9 +198,27 @@ class BottleneckFusion(nnx.Module):
     self.latent_norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
 
   def __call__(self, tokens: Mapping[str, jax.Array],
-               masks: Mapping[str, jax.Array] | None = None, *,
-               deterministic: bool = True
-               ) -> tuple[dict[str, jax.Array], jax.Array]:
+               masks: Mapping[str, jax.Array], *,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    """The fusion contract: memory = [streams in `modalities` order, latents].
+
+    Returns:
+      (memory [B, sum N_m + num_latents, width] in the compute dtype,
+       memory_mask bool [B, M]: the streams' masks, then the latents valid
+       for every example with any real token).
+    """
+    streams, latents = self.fuse(tokens, masks, deterministic=deterministic)
+    names = list(streams)
+    valid = [masks[m] for m in names]
+    latent_mask = jnp.broadcast_to(any_token(valid)[:, None],
+                                   latents.shape[:2])
+    return (jnp.concatenate([streams[m] for m in names] + [latents], 1),
+            jnp.concatenate(valid + [latent_mask], 1))
+
+  def fuse(self, tokens: Mapping[str, jax.Array],
+           masks: Mapping[str, jax.Array] | None = None, *,
+           deterministic: bool = True
+           ) -> tuple[dict[str, jax.Array], jax.Array]:
     """Fuses the streams.
 
     Args:
@@ -248,7 +292,7 @@ class _ResamplerLayer(nnx.Module):
     return latents + self.drop(y, deterministic=deterministic)
 
 
-@registry.register('model', 'perceiver_resampler')
+@registry.register('layer', 'perceiver_resampler')
 class PerceiverResampler(nnx.Module):
   """Flamingo's Perceiver resampler: M media tokens -> K latent tokens.
 
@@ -296,3 +340,57 @@ class PerceiverResampler(nnx.Module):
     for layer in self.layers:
       latents = layer(latents, media, mask, deterministic=deterministic)
     return self.norm(latents)
+
+
+@registry.register('fusion', 'perceiver_resampler')
+class ResamplerFusion(PerceiverResampler):
+  """PerceiverResampler over every modality's tokens, as a fusion.
+
+  Takes PerceiverResampler's arguments (OPTIONS), but for media_width: the
+  tokens are already `width` wide. Memory = the latents [B, num_latents,
+  width], valid for every example with any real token. A subclass, so the
+  parameters keep PerceiverResampler's paths.
+  """
+  OPTIONS = PerceiverResampler
+
+  def __init__(self, *, modalities: Sequence[str], rngs: nnx.Rngs,
+               **options):
+    if options.get('media_width') is not None:
+      raise ValueError('perceiver_resampler fusion: drop media_width, its '
+                       'tokens are already `width` wide.')
+    super().__init__(rngs=rngs, **options)
+    self.modalities = tuple(modalities)
+
+  def __call__(self, tokens: Mapping[str, jax.Array],
+               masks: Mapping[str, jax.Array], *,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    """The fusion contract; see the module docstring."""
+    names = list(tokens)
+    valid = [masks[m] for m in names]
+    memory = super().__call__(
+        jnp.concatenate([tokens[m] for m in names], axis=1),
+        jnp.concatenate(valid, axis=1), deterministic=deterministic)
+    return memory, jnp.broadcast_to(any_token(valid)[:, None],
+                                    memory.shape[:2])
+
+
+@registry.register('fusion', 'concat')
+class ConcatFusion(nnx.Module):
+  """The modalities' tokens side by side: memory [B, sum N_m, width].
+
+  No parameters; dtype and the other contract arguments are unused.
+  """
+
+  def __init__(self, *, modalities: Sequence[str], width: int,
+               dtype=jnp.float32, param_dtype=jnp.float32, rngs: nnx.Rngs):
+    del dtype, param_dtype, rngs  # in the contract, not needed here
+    self.modalities = tuple(modalities)
+    self.width = width
+
+  def __call__(self, tokens: Mapping[str, jax.Array],
+               masks: Mapping[str, jax.Array], *,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
+    """The fusion contract; see the module docstring."""
+    del deterministic  # nothing random
+    return (jnp.concatenate(list(tokens.values()), axis=1),
+            jnp.concatenate([masks[m] for m in tokens], axis=1))

@@ -14,9 +14,10 @@ from flax import nnx
 
 from multimodal.models import posemb as posemb_lib
 from multimodal.models.partitioning import axes, param
-from multimodal.models.pooling import MAPHead, masked_mean
+from multimodal.models.pooling import masked_mean
 from multimodal.models.stems import Conv1dStem, conv1d_stem_length
-from multimodal.models.transformer import Encoder, layer_norm, make_dropout
+from multimodal.models.tower import EncoderOptions
+from multimodal.models.transformer import layer_norm, make_dropout
 
 POOLS = ('cls', 'mean', 'map')
 POSEMBS = ('learned', 'sincos2d')
@@ -51,21 +52,14 @@ class PatchTransformer(nnx.Module):
       frames of F * C features by a Conv1dStem (Whisper's two convolutions),
       giving ceil(T / 2) tokens; patch_size is then unused and posemb must
       be 'learned' (Whisper's stored sinusoid table is loaded into it).
-    mlp_dim: MLP hidden size of the encoder blocks and MAP head; None means
-      int(width * mlp_ratio).
+  encoder: the Encoder's (and MAP head's) size and computation.
   """
 
   def __init__(self, *, input_size: Sequence[int], patch_size: Sequence[int],
-               channels: int, width: int, depth: int, num_heads: int,
-               mlp_ratio: float = 4, pool: str = 'cls',
-               posemb: str = 'learned', dropout: float = 0.0,
-               activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
-               dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, remat: str = 'none',
-               scan_layers: bool = False, mlp_dim: int | None = None,
+               channels: int, encoder: EncoderOptions, pool: str = 'cls',
+               posemb: str = 'learned', stem: str = 'patch',
                patch_bias: bool = True, pre_norm: bool = False,
-               posemb_cls: bool = False, stem: str = 'patch',
-               rngs: nnx.Rngs):
+               posemb_cls: bool = False, rngs: nnx.Rngs):
     input_size, patch_size = tuple(input_size), tuple(patch_size)
     if pool not in POOLS:
       raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
@@ -97,15 +91,16 @@ class PatchTransformer(nnx.Module):
     self.patch_size = patch_size
     self.channels = channels
     self.pool = pool
-    self.dtype = dtype
+    self.dtype = dtype = encoder.dtype
     self.stem = stem
     self.posemb_cls = posemb_cls
     num_patches = self.grid[0] * self.grid[1]
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    width = encoder.width
+    kw = dict(dtype=dtype, param_dtype=encoder.param_dtype, rngs=rngs)
 
     if stem == 'conv1d':
       self.embed = Conv1dStem(input_size[1] * channels, width,
-                              activation=activation, **kw)
+                              activation=encoder.activation, **kw)
     else:
       self.embed = nnx.Linear(
           patch_size[0] * patch_size[1] * channels, width, **kw,
@@ -113,7 +108,8 @@ class PatchTransformer(nnx.Module):
           kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'))
     if posemb == 'learned':
       self.posemb = posemb_lib.LearnedPosEmb(num_patches + int(posemb_cls),
-                                             width, param_dtype=param_dtype,
+                                             width,
+                                             param_dtype=encoder.param_dtype,
                                              rngs=rngs)
     else:
       # A fixed table, not a parameter: a static (non-pytree) attribute.
@@ -122,22 +118,14 @@ class PatchTransformer(nnx.Module):
     self.width = width
     if pool == 'cls':
       self.cls = param(rngs, nnx.initializers.zeros, (width,), ('embed',),
-                       param_dtype)
-    self.drop = make_dropout(dropout, rngs)
+                       encoder.param_dtype)
+    self.drop = make_dropout(encoder.dropout, rngs)
     # None keeps the default model's graph (and parameters) unchanged.
-    self.pre_norm = (layer_norm(width, epsilon=layernorm_epsilon, **kw)
-                     if pre_norm else None)
-    self.encoder = Encoder(width, depth, num_heads, mlp_ratio,
-                           activation=activation, dropout=dropout,
-                           layernorm_epsilon=layernorm_epsilon,
-                           attention_impl=attention_impl, remat=remat,
-                           scan_layers=scan_layers, mlp_dim=mlp_dim, **kw)
+    self.pre_norm = (layer_norm(width, epsilon=encoder.layernorm_epsilon,
+                                **kw) if pre_norm else None)
+    self.encoder = encoder.encoder(rngs)
     if pool == 'map':
-      self.map_head = MAPHead(width, num_heads, mlp_ratio,
-                              activation=activation,
-                              layernorm_epsilon=layernorm_epsilon,
-                              attention_impl=attention_impl, mlp_dim=mlp_dim,
-                              **kw)
+      self.map_head = encoder.map_head(rngs)
 
   def _posemb(self) -> jax.Array:
     if self.posemb_kind == 'learned':

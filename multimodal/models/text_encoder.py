@@ -8,17 +8,19 @@ from flax import nnx
 from multimodal import registry
 from multimodal.models import posemb as posemb_lib
 from multimodal.models.partitioning import axes
-from multimodal.models.pooling import (MAPHead, first_index_of,
-                                       gather_tokens, last_valid_index,
-                                       masked_mean)
-from multimodal.models.transformer import Encoder, make_dropout
+from multimodal.models.pooling import (first_index_of, gather_tokens,
+                                       last_valid_index, masked_mean)
+from multimodal.models.tower import EncoderOptions
+from multimodal.models.transformer import make_dropout
 
 POOLS = ('eos', 'last', 'first', 'mean', 'map', 'eos_id', 'argmax_id',
          'last_position')
 POSEMBS = ('learned', 'sincos1d')
 
 
+# Also a whole model on its own.
 @registry.register('model', 'text_transformer')
+@registry.register('encoder', 'text_transformer')
 class TextEncoder(nnx.Module):
   """Token embedding + position embedding + Encoder + pooling.
 
@@ -39,26 +41,28 @@ class TextEncoder(nnx.Module):
     attention mask (CLIP's causal mask already hides the pads after EOS, and
     SigLIP was trained attending to them). Its 'mean'/'map' pooling still
     skip pads.
-  mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
+  Sizes: `variant` ('B'; see sizes.py) and `**options` (EncoderOptions:
+    width, depth, num_heads, mlp_ratio, mlp_dim, activation, dropout,
+    layernorm_epsilon, attention_impl, remat, scan_layers, dtype,
+    param_dtype), which override it; as for ViT.
   """
+  OPTIONS = EncoderOptions  # the **options build_model accepts
 
-  def __init__(self, *, vocab_size: int, max_len: int = 32, width: int = 128,
-               depth: int = 2, num_heads: int = 4, mlp_ratio: float = 4,
+  def __init__(self, *, vocab_size: int, max_len: int = 32,
                causal: bool = False, pool: str = 'eos', pad_id: int = 0,
-               posemb: str = 'learned', dropout: float = 0.0,
-               activation: str = 'gelu', layernorm_epsilon: float = 1e-6,
-               dtype=jnp.float32, param_dtype=jnp.float32,
-               attention_impl: str | None = None, remat: str = 'none',
-               scan_layers: bool = False, mlp_dim: int | None = None,
-               mask_pad: bool = True, eos_id: int | None = None,
-               rngs: nnx.Rngs):
+               posemb: str = 'learned', mask_pad: bool = True,
+               eos_id: int | None = None, variant: str | None = None,
+               rngs: nnx.Rngs, **options):
     if pool not in POOLS:
       raise ValueError(f'pool must be one of {POOLS}, got {pool!r}.')
     if pool == 'eos_id' and eos_id is None:
       raise ValueError('pool="eos_id" needs eos_id (the EOS token id).')
     if posemb not in POSEMBS:
       raise ValueError(f'posemb must be one of {POSEMBS}, got {posemb!r}.')
-    kw = dict(dtype=dtype, param_dtype=param_dtype, rngs=rngs)
+    encoder, _ = EncoderOptions.resolve('text_transformer', variant, options)
+    width = encoder.width
+    kw = dict(dtype=encoder.dtype, param_dtype=encoder.param_dtype,
+              rngs=rngs)
     self.max_len = max_len
     self.width = width
     self.causal = causal
@@ -66,29 +70,20 @@ class TextEncoder(nnx.Module):
     self.pad_id = pad_id
     self.mask_pad = mask_pad
     self.eos_id = eos_id
-    self.dtype = dtype
+    self.dtype = encoder.dtype
     self.posemb_kind = posemb
     self.embed = nnx.Embed(vocab_size, width, **kw,
                            embedding_init=nnx.initializers.normal(0.02),
                            embedding_metadata=axes('vocab', 'embed'))
     if posemb == 'learned':
-      self.posemb = posemb_lib.LearnedPosEmb(max_len, width,
-                                             param_dtype=param_dtype,
-                                             rngs=rngs)
+      self.posemb = posemb_lib.LearnedPosEmb(
+          max_len, width, param_dtype=encoder.param_dtype, rngs=rngs)
     else:
       self.posemb = None
-    self.drop = make_dropout(dropout, rngs)
-    self.encoder = Encoder(width, depth, num_heads, mlp_ratio,
-                           activation=activation, dropout=dropout,
-                           layernorm_epsilon=layernorm_epsilon,
-                           attention_impl=attention_impl, remat=remat,
-                           scan_layers=scan_layers, mlp_dim=mlp_dim, **kw)
+    self.drop = make_dropout(encoder.dropout, rngs)
+    self.encoder = encoder.encoder(rngs)
     if pool == 'map':
-      self.map_head = MAPHead(width, num_heads, mlp_ratio,
-                              activation=activation,
-                              layernorm_epsilon=layernorm_epsilon,
-                              attention_impl=attention_impl, mlp_dim=mlp_dim,
-                              **kw)
+      self.map_head = encoder.map_head(rngs)
 
   def __call__(self, tokens: jax.Array, *, deterministic: bool = True
                ) -> tuple[jax.Array, jax.Array]:

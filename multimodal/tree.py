@@ -1,0 +1,78 @@
+"""Parameter trees as flat dicts keyed by '/'-joined paths.
+
+A path names one leaf of a nested parameter tree, e.g.
+'towers/image/core/encoder/blocks/0/attn/query/kernel' (list items and
+nnx.List entries by index). Configs address parameters with regexes over
+such paths (optimizer groups, init_from); checkpoints and imports compare
+trees by them. Depends on jax (tree utilities) only.
+"""
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping
+
+import jax
+
+
+def _key_str(key) -> str:
+  for attr in ('key', 'idx', 'name'):
+    if hasattr(key, attr):
+      return str(getattr(key, attr))
+  return str(key)
+
+
+def path_str(path: Iterable[Any]) -> str:
+  """A jax key path (or tuple of keys) -> 'a/b/0/c'."""
+  return '/'.join(_key_str(k) for k in path)
+
+
+def flatten(tree) -> dict[str, Any]:
+  """{'a/b/0/c': leaf} for every leaf of a (nested dict) parameter tree."""
+  leaves, _ = jax.tree_util.tree_flatten_with_path(tree)
+  return {path_str(p): leaf for p, leaf in leaves}
+
+
+def unflatten_like(flat: Mapping[str, Any], reference):
+  """The tree of `reference`'s structure with leaves taken from `flat`."""
+  leaves, treedef = jax.tree_util.tree_flatten_with_path(reference)
+  return jax.tree_util.tree_unflatten(
+      treedef, [flat[path_str(p)] for p, _ in leaves])
+
+
+def check_same_tree(expected: Mapping[str, Any], got: Mapping[str, Any],
+                    where: str) -> None:
+  """Raises one error naming every missing/unexpected/reshaped parameter.
+
+  Args:
+    expected, got: flat dicts (path -> array or ShapeDtypeStruct).
+    where: names `got`'s source in the error.
+  """
+  problems = describe_mismatch(
+      missing=sorted(set(expected) - set(got)),
+      unexpected=sorted(set(got) - set(expected)),
+      mismatched=[(k, tuple(got[k].shape), tuple(expected[k].shape))
+                  for k in sorted(set(expected) & set(got))
+                  if tuple(got[k].shape) != tuple(expected[k].shape)])
+  if problems:
+    raise ValueError(f'The parameters at {where} do not fit the model:\n'
+                     + problems)
+
+
+def describe_mismatch(missing, unexpected, mismatched,
+                      limit: int = 25) -> str:
+  """Indented lines listing the paths in each problem ('' if none).
+
+  mismatched: (path, source shape, model shape) triples.
+  """
+  lines = []
+  for title, items in (('missing (the model has them, the source does not)',
+                        missing),
+                       ('unexpected (the source has them, the model does '
+                        'not)', unexpected),
+                       ('shape mismatch (source -> model)',
+                        [f'{k}: {s} -> {t}' for k, s, t in mismatched])):
+    if items:
+      lines.append(f'  {len(items)} {title}:')
+      lines += [f'    {k}' for k in items[:limit]]
+      if len(items) > limit:
+        lines.append(f'    ... and {len(items) - limit} more')
+  return '\n'.join(lines)
