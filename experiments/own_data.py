@@ -87,7 +87,7 @@ def image_tower(size: int, variant: str) -> dict:
 
 def make_tiny(c: mlc.ConfigDict) -> None:
   """Shrinks a config in place to a few steps of a tiny model."""
-  c.total_steps = 30
+  c.total_steps = 40
   c.batch_size = 16
   c.eval_batch_size = 16
   c.log_every = 5

@@ -52,3 +52,64 @@ def test_fill_prompts():
   assert zeroshot.fill_prompts(['a {}', '{index}!', 'the {name}'],
                                ['zero', 'one']) == [
       ['a zero', '0!', 'the zero'], ['a one', '1!', 'the one']]
+
+
+class _Task:
+  fields = ['image', 'image_text']
+  pairs = [('image', 'image_text')]
+
+
+class _Tokenizer:
+  """Texts as one id per word of a fixed vocabulary (enough for decode)."""
+  words = ['', 'cat', 'dog', 'bird']
+
+  def __call__(self, text):
+    return np.array([self.words.index(text)], np.int32)
+
+  def decode(self, ids):
+    return self.words[int(ids[0])]
+
+
+def _embed_texts(field, texts):
+  # Prompt '<name>' -> the one-hot of its class among cat, dog, bird.
+  del field
+  return np.stack([np.eye(3)[['cat', 'dog', 'bird'].index(t)] for t in texts])
+
+
+def test_zeroshot_class_names_from_config_or_from_a_label_text_field():
+  from multimodal import evaluators  # pylint: disable=g-import-not-at-top
+  images = np.eye(3)[[0, 1, 2, 2, 1]] + 0.1  # classes cat dog bird bird dog
+  outputs = {'embedding/image': images,
+             'label': np.array([0, 1, 2, 2, 0]),  # the last one is wrong
+             'class_name': np.array([[1], [2], [3], [3], [2]])}
+  ctx = evaluators.Context(tokenizer=_Tokenizer(), embed_texts=_embed_texts)
+  by_index = zeroshot.ZeroShot(_Task(), media='image', text='image_text',
+                               class_names=('cat', 'dog', 'bird'))
+  assert by_index.fields == ('label',)
+  assert by_index(outputs, ctx) == {'zeroshot/image': 0.8}
+  # Class names read from the data: sorted distinct names (bird, cat, dog).
+  by_text = zeroshot.ZeroShot(_Task(), media='image', text='image_text',
+                              label_text='class_name', name='zs')
+  assert by_text.fields == ('class_name',)
+  assert by_text(outputs, ctx) == {'zs': 1.0}
+  with pytest.raises(ValueError, match='not both'):
+    zeroshot.ZeroShot(_Task(), media='image', text='image_text')
+  with pytest.raises(ValueError, match='does not embed'):
+    zeroshot.ZeroShot(_Task(), media='audio', text='image_text',
+                      class_names=('a',))
+
+
+def test_evaluators_are_built_from_config_entries_with_clear_errors():
+  from multimodal import evaluators  # pylint: disable=g-import-not-at-top
+  built = evaluators.build(
+      {'r': {'type': 'retrieval', 'ks': (1, 2)}}, _Task())
+  emb = np.eye(3)
+  metrics = evaluators.run(built, {'embedding/image': emb,
+                                   'embedding/image_text': emb}, None, 'val')
+  assert metrics['val/retrieval/image->image_text@1'] == 1.0
+  with pytest.raises(ValueError, match='needs a `type`'):
+    evaluators.build({'r': {'ks': (1,)}}, _Task())
+  with pytest.raises(ValueError, match=r'config.evals.r .*unexpected'):
+    evaluators.build({'r': {'type': 'retrieval', 'k': 1}}, _Task())
+  with pytest.raises(KeyError, match='Unknown evaluator'):
+    evaluators.build({'r': {'type': 'nope'}}, _Task())

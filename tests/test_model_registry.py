@@ -14,17 +14,13 @@ from multimodal import registry
 from multimodal.models import build_model
 from multimodal.models.pooling import masked_mean
 
-B, V, W = 3, 17, 16
-TOWER = dict(width=8, depth=1, num_heads=2, mlp_ratio=2)
-IMAGE = jax.random.normal(jax.random.key(0), (B, 8, 8, 1))
-AUDIO = jax.random.normal(jax.random.key(1), (B, 16, 8))
-TOKENS = jnp.array([[2, 5, 6, 3], [2, 7, 3, 0], [2, 9, 9, 9]], jnp.int32)
-FUSION_ARGS = {
-    'concat': {},
-    'perceiver_resampler': dict(depth=1, num_heads=2, num_latents=3),
-    'bottleneck': dict(depth=1, num_heads=2, num_latents=2),
-    'mean_per_modality': {},
-}
+import test_encoder_decoder
+
+# The encoder-decoder tests' tiny model and inputs, plus the user fusion.
+FUSION_ARGS = dict(test_encoder_decoder.FUSION_ARGS, mean_per_modality={})
+B, V, W = test_encoder_decoder.B, test_encoder_decoder.V, test_encoder_decoder.W
+IMAGE, AUDIO, TOKENS = (test_encoder_decoder.IMAGE, test_encoder_decoder.AUDIO,
+                        test_encoder_decoder.TOKENS)
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
@@ -49,16 +45,9 @@ class MeanPerModality(nnx.Module):
 
 
 def _config(fusion):
-  return dict(
-      name='encoder_decoder', width=W,
-      towers=dict(
-          image=dict(name='vit', image_size=8, patch_size=4, channels=1,
-                     pool='mean', **TOWER),
-          audio=dict(name='audio_transformer', num_frames=16, num_mels=8,
-                     patch_size=(8, 4), pool='mean', **TOWER)),
-      fusion=dict(FUSION_ARGS[fusion], name=fusion),
-      decoder=dict(name='text_decoder', vocab_size=V, max_len=8, width=W,
-                   depth=1, num_heads=2, mlp_ratio=2))
+  config = test_encoder_decoder._config()  # pylint: disable=protected-access
+  config['fusion'] = dict(FUSION_ARGS[fusion], name=fusion)
+  return config
 
 
 @functools.lru_cache(maxsize=None)
@@ -86,7 +75,8 @@ def test_kinds():
 
 
 def test_build_model_looks_up_the_given_kind():
-  tower = dict(name='text_transformer', vocab_size=V, **TOWER)
+  tower = dict(name='text_transformer', vocab_size=V,
+               **test_encoder_decoder.TOWER)
   assert build_model(tower, rngs=nnx.Rngs(0), kind='encoder').width == 8
   with pytest.raises(KeyError, match=r"Unknown fusion 'text_transformer'. "
                      r'Registered fusions: .*concat'):

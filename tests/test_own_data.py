@@ -73,7 +73,7 @@ def train(tmp_path, experiment: str, variant: str, kind: str, fmt: str,
 
 
 def falls(losses) -> bool:
-  return sum(losses[-2:]) < 0.85 * sum(losses[:2])
+  return sum(losses[-2:]) < 0.9 * sum(losses[:2])
 
 
 # Each format once in CI, with both tasks of both media among them; the full
@@ -95,7 +95,7 @@ SLOW = [c for c in ALL if c not in FAST]
 
 
 def _check(final, losses, variant):
-  assert len(losses) == 6 and falls(losses), losses
+  assert len(losses) == 8 and falls(losses), losses
   if variant in ('siglip', 'clip'):
     assert any('/retrieval/' in k and k.endswith('@10') for k in final)
   else:
