@@ -41,9 +41,10 @@ class AudioField(FieldKind):
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     if isinstance(value, str):
-      raise DataError('bad_audio', f'the audio value is a string '
-                      f'({value[:60]!r}), not encoded bytes: if it is a file '
-                      'path, list its key in config.dataset.path_keys.')
+      # A path where bytes belong is a config mistake, not a bad record.
+      raise ValueError(f'The audio value is a string '
+                       f'({value[:60]!r}), not encoded bytes: if it is a file '
+                       'path, list its key in config.dataset.path_keys.')
     if isinstance(value, np.ndarray):  # decoded samples: not hashable
       feats, free = self._features(value)
     else:

@@ -29,9 +29,10 @@ class ImageField(FieldKind):
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     if isinstance(value, str):
-      raise DataError('bad_image', f'the image value is a string ({value[:60]!r}), '
-                      'not encoded bytes: if it is a file path, list its key '
-                      'in config.dataset.path_keys.')
+      # A path where bytes belong is a config mistake, not a bad record.
+      raise ValueError(f'The image value is a string ({value[:60]!r}), '
+                       'not encoded bytes: if it is a file path, list its key '
+                       'in config.dataset.path_keys.')
     try:
       img = image_lib.decode_image(value, self.channels)
     except image_lib.ImageDecodeError as e:
