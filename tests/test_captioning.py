@@ -9,7 +9,7 @@ from multimodal import mesh as mesh_lib
 from multimodal import registry
 from multimodal import train
 from multimodal.data import pipeline
-from multimodal.tasks import seq2seq
+from multimodal.tasks import text_generation
 
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -37,14 +37,14 @@ def test_reference_fields_hold_every_caption(captioning_tiny_config):
   assert batch['image_text_refs'].shape == (4, 5, config.input.max_text_len)
   for i in range(4):
     record = source[i]
-    refs = seq2seq.references(batch['audio_text_refs'][i:i + 1],
-                              pre.tokenizer, ids=pre.tokenizer.ids)[0]
+    refs = text_generation.references(batch['audio_text_refs'][i:i + 1],
+                                      pre.tokenizer, ids=pre.tokenizer.ids)[0]
     assert refs[0] == record['speech_captions'][0].decode()
     assert len(refs) == len(record['speech_captions'])
     words = pre.tokenizer.decode(batch['image_text'][i])
-    assert words in seq2seq.references(batch['image_text_refs'][i:i + 1],
-                                       pre.tokenizer,
-                                       ids=pre.tokenizer.ids)[0]
+    assert words in text_generation.references(
+        batch['image_text_refs'][i:i + 1], pre.tokenizer,
+        ids=pre.tokenizer.ids)[0]
 
 
 def test_evaluation_scores_each_example_once(captioning_tiny_config,
@@ -59,9 +59,9 @@ def test_evaluation_scores_each_example_once(captioning_tiny_config,
     out = {}
     for media, text in task.targets:
       refs = batch[text + '_refs']
-      out[f'tokens/{media}'] = seq2seq.join(
-          seq2seq.bos_prompt(batch=refs.shape[0], ids=task.ids), refs[:, 1],
-          ids=task.ids)
+      out[f'tokens/{media}'] = text_generation.join(
+          text_generation.bos_prompt(batch=refs.shape[0], ids=task.ids),
+          refs[:, 1], ids=task.ids)
       out[text + '_refs'] = refs
     return out
 

@@ -23,7 +23,7 @@ from multimodal import tokenizer as tok_lib
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
 from multimodal.models import generate
-from multimodal.tasks import seq2seq
+from multimodal.tasks import text_generation
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -299,8 +299,8 @@ def test_greedy_stops_at_the_eos_id_it_is_given():
   evals = mlc.ConfigDict(dict(max_new_tokens=8, beam_size=1, alpha=0.0))
   for beam_size in (1, 2):
     evals.beam_size = beam_size
-    got = np.asarray(seq2seq.generate_tokens(model, prompt, None, None, evals,
-                                             ids=ids))
+    got = np.asarray(text_generation.generate_tokens(
+        model, prompt, None, None, evals, ids=ids))
     row, hits = got[0, 1:], np.flatnonzero(got[0, 1:] == eos)
     if beam_size == 1:  # greedy: exactly the free run, cut after eos
       stop = int(hits[0])

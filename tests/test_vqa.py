@@ -12,7 +12,7 @@ from multimodal import registry
 from multimodal import train
 from multimodal.data import pipeline
 from multimodal.evaluators import vqa as vqa_metrics
-from multimodal.tasks import seq2seq
+from multimodal.tasks import text_generation
 from multimodal.tasks import vqa
 
 TYPES = ('written', 'spoken', 'match', 'larger', 'sum')
@@ -92,7 +92,8 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
   def oracle(model, batch):
     del model
     question = batch['question']
-    prompt = seq2seq.bos_prompt(vqa.flat_questions(question), ids=task.ids)
+    prompt = text_generation.bos_prompt(vqa.flat_questions(question),
+                                        ids=task.ids)
     out = {'question': question, 'answer_refs': batch['answer_refs'],
            'question_type': batch['question_type']}
     for name, masked in task.conditions.items():
@@ -102,7 +103,7 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
       else:
         answer = np.broadcast_to(pre.tokenizer(fixed),
                                  (prompt.shape[0], config.input.max_text_len))
-      tokens = seq2seq.join(prompt, answer, ids=task.ids)
+      tokens = text_generation.join(prompt, answer, ids=task.ids)
       out[f'tokens/{name}'] = tokens.reshape(question.shape[:-1] + (-1,))
     return out
 

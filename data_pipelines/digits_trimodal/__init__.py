@@ -37,6 +37,7 @@ def open_split(dataset_cfg, split: str):
 # The library never imports this project; experiments that use it list
 # 'data_pipelines.digits_trimodal' in config.imports, which registers the
 # source.
-from multimodal import registry  # pylint: disable=g-import-not-at-top,wrong-import-position  # noqa: E402
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from multimodal import registry  # noqa: E402
 
 registry.register('source', 'digits_trimodal')(open_split)

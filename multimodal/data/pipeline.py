@@ -134,7 +134,8 @@ class SkipCounter:
       detail = '; '.join(f'{r}: {n} (e.g. {self.examples[r][0]})'
                          for r, n in sorted(self.counts.items()))
     raise RuntimeError(
-        f'{skipped} of {seen} records were skipped ({100 * skipped / seen:.1f}% '
+        f'{skipped} of {seen} records were skipped '
+        f'({100 * skipped / seen:.1f}% '
         f'> config.input.max_skip_fraction={max_fraction}): {detail}. Fix '
         'the data, or raise max_skip_fraction if that much loss is expected.')
 

@@ -61,7 +61,8 @@ class Tokenizer:
   Attributes:
     path: the sentencepiece model file.
     pad_id, unk_id, bos_id, eos_id: ints, read from the model.
-    ids: TokenIds(pad, bos, eos), what generation and seq2seq take.
+    ids: TokenIds(pad, bos, eos), what generation and
+      tasks.text_generation take.
     vocab_size: number of pieces; token ids are in [0, vocab_size).
   """
 

@@ -28,7 +28,7 @@ import numpy as np
 from multimodal import registry
 from multimodal.data import pipeline
 from multimodal.tasks import base
-from multimodal.tasks import seq2seq
+from multimodal.tasks import text_generation
 
 
 @registry.register('task', 'captioning')
@@ -52,7 +52,8 @@ class CaptioningTask(base.Task):
                           for f in (m, t, t + '_refs')})
     self.max_len = config.model.decoder.max_len
     decoding = config.decoding
-    seq2seq.check_fits(1, decoding.max_new_tokens, self.max_len, 'captioning')
+    text_generation.check_fits(1, decoding.max_new_tokens, self.max_len,
+                               'captioning')
     # Special ids (bos prompt, eos stop, pad) of the run's tokenizer.
     self.ids = ids = pipeline.make_tokenizer(config.input).ids
     self.build_evaluators(config)
@@ -63,8 +64,8 @@ class CaptioningTask(base.Task):
       out = {}
       for m, text in targets:
         memory, mask = model.encode({m: batch[m]})
-        prompt = seq2seq.bos_prompt(batch=memory.shape[0], ids=ids)
-        out[f'tokens/{m}'] = seq2seq.generate_tokens(
+        prompt = text_generation.bos_prompt(batch=memory.shape[0], ids=ids)
+        out[f'tokens/{m}'] = text_generation.generate_tokens(
             model.decoder, prompt, memory, mask, decoding, ids=ids)
         out[f'{text}_refs'] = batch[text + '_refs']
       return out
@@ -74,11 +75,12 @@ class CaptioningTask(base.Task):
   def loss(self, model, batch):
     total, metrics = 0.0, {}
     for media, text in self.targets:
-      prompt = seq2seq.bos_prompt(batch=batch[text].shape[0], ids=self.ids)
-      inputs, labels, weights, truncated = seq2seq.teacher_forcing(
+      prompt = text_generation.bos_prompt(batch=batch[text].shape[0],
+                                          ids=self.ids)
+      inputs, labels, weights, truncated = text_generation.teacher_forcing(
           prompt, batch[text], self.max_len, ids=self.ids)
       logits = model({media: batch[media]}, inputs, deterministic=False)
-      loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
+      loss, accuracy = text_generation.cross_entropy(logits, labels, weights)
       metrics[f'loss/{media}'] = loss
       metrics[f'token_accuracy/{media}'] = accuracy
       metrics[f'truncated/{media}'] = truncated.mean()
@@ -89,10 +91,10 @@ class CaptioningTask(base.Task):
     out = {}
     for media, text in self.targets:
       tokens = outputs[f'tokens/{media}']
-      out[f'prediction/{media}'] = seq2seq.continuations(
+      out[f'prediction/{media}'] = text_generation.continuations(
           tokens, np.full((len(tokens), 1), self.ids.bos), tokenizer,
           ids=self.ids)
-      out[f'references/{media}'] = seq2seq.references(
+      out[f'references/{media}'] = text_generation.references(
           outputs[text + '_refs'], tokenizer, ids=self.ids)
     return out
 

@@ -38,7 +38,7 @@ import numpy as np
 from multimodal import registry
 from multimodal.data import pipeline
 from multimodal.tasks import base
-from multimodal.tasks import seq2seq
+from multimodal.tasks import text_generation
 
 
 def flat_questions(texts):
@@ -71,8 +71,8 @@ class VqaTask(base.Task):
             {'question_type'} if self.typed else set()))
     self.max_len = config.model.decoder.max_len
     decoding = config.decoding
-    seq2seq.check_fits(1 + config.input.max_text_len,
-                       decoding.max_new_tokens, self.max_len, 'vqa')
+    text_generation.check_fits(1 + config.input.max_text_len,
+                               decoding.max_new_tokens, self.max_len, 'vqa')
     self.conditions = {'full': ()}
     if config.vqa.ablate_modalities:
       self.conditions.update({f'masked_{m}': (m,) for m in self.media})
@@ -85,7 +85,7 @@ class VqaTask(base.Task):
     def outputs(model, batch):
       question = batch['question']
       batch_size = question.shape[0]
-      prompt = seq2seq.bos_prompt(flat_questions(question), ids=ids)
+      prompt = text_generation.bos_prompt(flat_questions(question), ids=ids)
       out = {'question': question, 'answer_refs': batch['answer_refs']}
       if typed:
         out['question_type'] = batch['question_type']
@@ -93,8 +93,8 @@ class VqaTask(base.Task):
         present = {m: jnp.zeros((batch_size,), bool) for m in masked}
         memory, mask = model.encode({m: batch[m] for m in media}, present)
         memory, mask = per_question(question, memory, mask)
-        tokens = seq2seq.generate_tokens(model.decoder, prompt, memory, mask,
-                                         decoding, ids=ids)
+        tokens = text_generation.generate_tokens(
+            model.decoder, prompt, memory, mask, decoding, ids=ids)
         # Rows per example (not per question), so padding rows drop as one.
         out[f'tokens/{name}'] = tokens.reshape(
             question.shape[:-1] + tokens.shape[-1:])
@@ -106,26 +106,26 @@ class VqaTask(base.Task):
     memory, mask = model.encode({m: batch[m] for m in self.media},
                                 deterministic=False, seeds=batch['seed'])
     memory, mask = per_question(batch['question'], memory, mask)
-    prompt = seq2seq.bos_prompt(flat_questions(batch['question']),
-                                ids=self.ids)
-    inputs, labels, weights, truncated = seq2seq.teacher_forcing(
+    prompt = text_generation.bos_prompt(flat_questions(batch['question']),
+                                        ids=self.ids)
+    inputs, labels, weights, truncated = text_generation.teacher_forcing(
         prompt, flat_questions(batch['answer']), self.max_len, ids=self.ids)
     logits = model.decoder(inputs, memory, mask, deterministic=False)
-    loss, accuracy = seq2seq.cross_entropy(logits, labels, weights)
+    loss, accuracy = text_generation.cross_entropy(logits, labels, weights)
     return loss, {'token_accuracy': accuracy,
                   'truncated': truncated.mean()}
 
   def postprocess(self, outputs, tokenizer):
     questions = flat_questions(outputs['question'])
-    prompt = np.asarray(seq2seq.bos_prompt(questions, ids=self.ids))
+    prompt = np.asarray(text_generation.bos_prompt(questions, ids=self.ids))
     out = {}
     for name in self.conditions:
       tokens = outputs[f'tokens/{name}']
-      out[f'answer/{name}'] = seq2seq.continuations(
+      out[f'answer/{name}'] = text_generation.continuations(
           tokens.reshape((-1, tokens.shape[-1])), prompt, tokenizer,
           ids=self.ids)
     refs = outputs['answer_refs']
-    out['references'] = seq2seq.references(
+    out['references'] = text_generation.references(
         refs.reshape((-1,) + refs.shape[-2:]), tokenizer, ids=self.ids)
     if self.typed:
       out['question_type'] = [tokenizer.decode(t) for t in flat_questions(
