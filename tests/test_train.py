@@ -67,3 +67,28 @@ def test_preempted_run_resumes_to_the_same_result(tiny_config, tmp_path,
   # Same data order after resume (iterator state) and same optimizer state:
   # the parameters agree to float rounding.
   jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, atol=1e-6), a, b)
+
+
+def test_evaluation_functions_are_traced_once_per_run(tiny_config):
+  """Evaluating twice (as eval_every does) reuses the jitted functions the
+  task built once: no retracing per evaluation."""
+  from flax import nnx  # pylint: disable=g-import-not-at-top
+  from multimodal import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
+  from multimodal import registry  # pylint: disable=g-import-not-at-top
+  from multimodal.models import build_model  # pylint: disable=g-import-not-at-top
+  cfg = tiny_config
+  task = registry.get('task', cfg.task)(cfg)
+  ts = train.make_train_state(cfg, train.optim_lib.make_optimizer(
+      cfg.optimizer, cfg.total_steps), mesh_lib.build_mesh(cfg.mesh))
+  params = nnx.state(build_model(cfg.model, rngs=nnx.Rngs(0)), nnx.Param)
+  mesh = mesh_lib.build_mesh(cfg.mesh)
+  source = train.pipeline.open_source(cfg.dataset, 'validation')
+  sizes = []
+  for _ in range(2):
+    metrics = train.evaluate(cfg, task, ts, nnx.to_pure_dict(params), mesh,
+                             source)
+    sizes.append((task.outputs_fn._cache_size(),  # pylint: disable=protected-access
+                  task.embed_fn._cache_size()))  # pylint: disable=protected-access
+  assert metrics['test/num_examples'] == 179
+  # outputs: one shape (padded batches); embed: the prompts of 2 text fields.
+  assert sizes == [(1, 2), (1, 2)], sizes
