@@ -87,10 +87,10 @@ def image_tower(size: int, variant: str) -> dict:
 
 def make_tiny(c: mlc.ConfigDict) -> None:
   """Shrinks a config in place to a few steps of a tiny model."""
-  c.total_steps = 40
+  c.total_steps = 64
   c.batch_size = 16
   c.eval_batch_size = 16
-  c.log_every = 5
+  c.log_every = 8
   c.checkpoint_every = 10
   c.optimizer.lr = 3e-3
   c.optimizer.warmup_steps = 3

@@ -77,10 +77,20 @@ def preprocess_settings(config: mlc.ConfigDict) -> dict:
   return out
 
 
+def _data_name(dataset) -> str:
+  """What the model was trained on, for the card: a tfds name, else the
+  source and its files or root."""
+  if dataset.get('name'):
+    return dataset.name
+  where = dataset.get('root') or dict(dataset.get('splits') or {}).get(
+      'train', '')
+  return f'{dataset.get("source", "?")} {where}'.strip()
+
+
 def _card(config, model_config, step, num_params, metrics, out) -> str:
   lines = [f'# {model_config["name"]} model ({config.get("task")} task)', '',
            f'Exported {datetime.date.today().isoformat()} from step {step} '
-           f'of `{config.dataset.name}` training; '
+           f'of training on `{_data_name(config.dataset)}`; '
            f'{num_params / 1e6:.2f}M parameters.', '',
            '## Load', '', '```python', 'import multimodal',
            f'export = multimodal.load_pretrained({out!r})',

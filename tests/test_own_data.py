@@ -106,6 +106,27 @@ def _check(final, losses, variant):
 def test_training_on_each_format(tmp_path, experiment, variant, kind, fmt):
   final, losses, _ = train(tmp_path, experiment, variant, kind, fmt)
   _check(final, losses, variant)
+  if (variant, fmt) == ('siglip', 'jsonl'):
+    _check_export(tmp_path)
+
+
+def _check_export(tmp_path):
+  """The export of a run on one's own data describes its inputs by field
+  kind, ships its tokenizer, and loads back."""
+  import multimodal  # pylint: disable=g-import-not-at-top
+  from multimodal import export  # pylint: disable=g-import-not-at-top
+  out = export.export(str(tmp_path / 'wd'), str(tmp_path / 'export'))
+  pre = multimodal.load_pretrained(out)
+  assert pre.preprocess['fields'] == {
+      'image': {'key': 'image', 'kind': 'image'},
+      'image_text': {'key': 'caption', 'kind': 'text'}}
+  assert pre.preprocess['image']['size'] == 32
+  assert pre.preprocess['text']['eos_id'] == 3
+  assert pre.preprocess['text']['vocab_size'] == 96
+  with open(os.path.join(out, 'README.md')) as f:
+    assert 'training on `jsonl ' in f.read()
+  model = pre.build_model()
+  assert set(model.towers) == {'image', 'text'}
 
 
 @pytest.mark.slow

@@ -1,8 +1,9 @@
-"""grain input pipelines over tfds array_record sources.
+"""grain input pipelines over any registered data source.
 
 One pipeline serves training and evaluation:
 
-  source -> [process shard] -> shuffle(seed) -> repeat -> random_map(preprocess)
+  source (config.dataset.source) -> shuffle(seed) -> repeat
+         -> random_map(preprocess) -> [process share]
          -> to_iter_dataset(threads, prefetch) -> batch
 
 Because every random choice (caption phrasing, augmentation, audio offset) is
@@ -10,30 +11,27 @@ drawn by grain's `random_map` from (seed, index), the iterator's state is just
 a position: `iterator.get_state()` / `set_state()` (and the orbax checkpoint
 that stores them) resume at exactly the next example a run would have seen.
 
-A batch is a dict of NumPy arrays, per process (not global):
+A batch is a dict of NumPy arrays, per process (not global), holding the
+fields the task (and its evaluators) ask for. `config.input.fields` maps each
+output field to a record key (a key may be a path 'a/b' into nested values,
+e.g. clevr's 'question_answer/question'), and the field's kind
+(multimodal/data/kinds) makes its array, e.g.
   image            float32 [B, S, S, C]  in [-1, 1]
   audio            float32 [B, T, F]     log-mel, see multimodal.data.audio
-  image_text       int32   [B, L]        caption ids, eos then 0-padding
-  audio_text       int32   [B, L]
-  question, answer, question_type
-                   int32   [B, L]        text, as image_text ([B, K, L] with
-                                         aligned_items K, below)
-  image_text_refs, audio_text_refs, answer_refs
-                   int32   [B, R, L]     every reference text of the record
-                                         (R = input.max_references; missing
-                                         ones are all-0 rows; [B, K, R, L]
-                                         when aligned)
-  seed             int32   [B]           a random number for randomness in
-                                         the model (modality dropout)
-  label            int32   [B]           -1 when input.fields maps no label
-(only the fields the task asks for, plus `label`).
+  image_text, ...  int32   [B, L]        text ids, eos then 0-padding
+  *_refs           int32   [B, R, L]     every reference text of the record
+  label            int32   [B]           an integer class
+  seed             int32   [B]           randomness for the model (modality
+                                         dropout)
+Images may be encoded bytes or decoded uint8 arrays (tfds Image features);
+audio may be encoded bytes or decoded samples (tfds Audio features, e.g.
+LibriSpeech's int16), cropped to the first input.num_frames frames.
 
-Record keys come from `input.fields` (output field -> record key); a key
-may be a path 'a/b' into nested features (e.g. clevr's
-'question_answer/question'). Images may be encoded bytes or decoded uint8
-arrays (tfds Image features); audio may be encoded bytes or decoded
-samples (tfds Audio features, e.g. LibriSpeech's int16), cropped to the
-first input.num_frames frames.
+Records that cannot be used (multimodal.data.errors.DataError: a corrupt
+image, a missing file, an empty caption...) stop the pipeline naming the
+record, or with config.input.on_error='skip' are dropped and counted per
+reason (`Preprocess.skipped`); more than max_skip_fraction skipped is an
+error.
 
 Aligned lists (VQA): the output fields in `input.aligned_fields` read
 records whose values are lists of the same length (questions, answers,
