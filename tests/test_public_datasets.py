@@ -18,7 +18,7 @@ from multimodal import registry
 from multimodal.data import pipeline
 from multimodal.data.errors import DataError
 from multimodal.models import build_model
-from data_pipelines import digits_trimodal as digits_data
+from projects.digits import data as digits_data
 
 HAS_TF = importlib.util.find_spec('tensorflow') is not None
 
