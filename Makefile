@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 DATA_DIR ?= data
 WORKDIR ?= workdirs/demo
-DEMO_CONFIG ?= experiments/contrastive_digits.py
+DEMO_CONFIG ?= projects/digits/configs/contrastive.py
 EXPORT_DIR ?= exports/contrastive_digits
 FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 setup: $(VENV)/.installed
 
 $(DATA_DIR)/digits_trimodal/1.0.0/dataset_info.json: | setup
-	$(PY) -m data_pipelines.digits_trimodal.build --data_dir=$(DATA_DIR)
+	$(PY) -m projects.digits.data.build --data_dir=$(DATA_DIR)
 
 data: $(DATA_DIR)/digits_trimodal/1.0.0/dataset_info.json
 
@@ -33,7 +33,7 @@ $(EXPORT_DIR)/model.json: | setup
 
 # VQA with image and audio towers initialised from the demo's export.
 finetune: setup data $(EXPORT_DIR)/model.json
-	$(PY) -m multimodal.train --config=experiments/vqa_digits.py:finetune \
+	$(PY) -m multimodal.train --config=projects/digits/configs/vqa.py:finetune \
 	  --workdir=$(FINETUNE_WORKDIR) --config.dataset.data_dir=$(DATA_DIR) \
 	  --config.init_from.path=$(EXPORT_DIR)
 

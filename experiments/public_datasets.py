@@ -15,35 +15,61 @@ NAME:
                  the first 16 s of each utterance, so longer transcripts
                  are cut short of their audio's end), scored by WER.
 
-All start from the digits encoder-decoder settings (experiments/
-digits_seq2seq.py) with the towers the data needs; nothing here was
-trained or timed. Prepare the data with tfds first, and pass a
-sentencepiece model trained on the dataset's text (pad id 0, eos id 3): the
-default is the digits one. Reading coco_captions and librispeech needs
+All start from the library's base config (multimodal/base_config.py) and
+one small encoder-decoder (a 128-wide, 2-layer ViT or AST-style audio
+tower, concatenated tokens, a 64-wide 2-layer text decoder) with the towers
+the data needs; nothing here was trained or timed. Prepare the data with
+tfds first, and pass a sentencepiece model trained on the dataset's text
+(pad id 0, eos id 3; `python -m multimodal.tokenizer train` makes one) as
+--config.input.tokenizer: there is no default. The decoder's vocab_size
+(320) must be at least the tokenizer's (checked at start):
+--config.model.decoder.vocab_size=N. Reading coco_captions and librispeech needs
 TensorFlow (their tfds builders call tf while they are constructed), which
 is not a dependency of this project; clevr does not. Their field maps are
 tested on records laid out as those builders' features are.
 """
 import ml_collections as mlc
 
-from experiments import digits_seq2seq
+from multimodal import base_config as library_base
 
 NAMES = ('clevr', 'coco_captions', 'librispeech')
+
+
+_TOWER = dict(width=128, depth=2, num_heads=4, mlp_ratio=4)
+
+
+def _base_config() -> mlc.ConfigDict:
+  """The library's base config with the encoder-decoder every dataset here
+  uses; get_config adds the one tower its data needs."""
+  c = library_base.base()  # dataset: tfds, data_dir from the command line
+  # Pooled outputs are unused here, so 'mean' pooling (no parameters).
+  c.model = dict(
+      name='encoder_decoder',
+      width=128,
+      towers={},
+      fusion=dict(name='concat'),
+      modality_dropout=0.0,
+      # A narrower decoder: it runs over every prompt and target token.
+      decoder=dict(name='text_decoder', vocab_size=320, max_len=24,
+                   width=64, depth=2, num_heads=4, mlp_ratio=4),
+  )
+  c.decoding = dict(max_new_tokens=6, beam_size=1, alpha=0.6)
+  return c
 
 
 def _rgb_image_model(c: mlc.ConfigDict, image_size: int) -> None:
   c.input.image_size = image_size
   c.input.image_channels = 3
   c.input.augment = None  # spatial questions: no geometric jitter
-  image = c.model.towers.image.to_dict()
-  image.update(image_size=image_size, patch_size=8, channels=3)
-  c.model.towers = dict(image=image)
+  c.model.towers = dict(image=dict(
+      name='vit', image_size=image_size, patch_size=8, channels=3,
+      pool='mean', posemb='learned', **_TOWER))
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
   if arg not in NAMES:
     raise ValueError(f'Unknown dataset {arg!r}: use one of {NAMES}.')
-  c = digits_seq2seq.base_config(set())
+  c = _base_config()
   c.dataset.name = arg
   c.total_steps = 20000
   c.batch_size = 64
@@ -61,9 +87,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.input.audio_cache_size = 0  # utterances are rarely seen twice
     c.input.max_references = 1
     c.input.max_text_len = 96
-    audio = c.model.towers.audio.to_dict()
-    audio.update(num_frames=1600)  # 100 x 4 patches of 16 x 16
-    c.model.towers = dict(audio=audio)
+    c.model.towers = dict(audio=dict(
+        name='audio_transformer', num_frames=1600, num_mels=64,
+        patch_size=(16, 16),  # 100 x 4 patches
+        pool='mean', posemb='sincos2d', **_TOWER))
     c.model.decoder.max_len = 97
     c.captioning = dict(targets=(('audio', 'audio_text'),))
     c.decoding.max_new_tokens = 96

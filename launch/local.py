@@ -4,7 +4,8 @@
 For developing and testing multi-host code without a cluster:
 
   python launch/local.py --num_processes 2 --devices_per_process 2 --cpu -- \
-      python -m multimodal.train --config experiments/contrastive_digits.py:tiny \
+      python -m multimodal.train \
+      --config projects/digits/configs/contrastive.py:tiny \
       --workdir workdirs/local2
 
 Each child gets MULTIMODAL_COORDINATOR=127.0.0.1:PORT (a free port),

@@ -2,7 +2,7 @@
 # Trains on a Cloud TPU VM (one host or a multi-host pod slice).
 #
 #   TPU_NAME=my-v5e-16 ZONE=us-west4-a ACCELERATOR_TYPE=v5litepod-16 \
-#   CONFIG=experiments/contrastive_digits.py WORKDIR=gs://my-bucket/runs/r1 \
+#   CONFIG=projects/digits/configs/contrastive.py WORKDIR=gs://my-bucket/runs/r1 \
 #   launch/tpu_vm.sh --create -- --config.total_steps=1000
 #
 # Steps (each host of the slice is a "worker"; gcloud --worker=all reaches all):

@@ -1,6 +1,7 @@
 r"""Train and evaluate a model from an experiment config.
 
-  python -m multimodal.train --config experiments/contrastive_digits.py:sigmoid \
+  python -m multimodal.train \
+      --config projects/digits/configs/contrastive.py:sigmoid \
       --workdir workdirs/run1 [--config.total_steps=100 ...]
 
 Writes to the workdir: config.json, metrics.jsonl, tensorboard/ event files,

@@ -28,33 +28,34 @@ def fast_compiles():
 
 @pytest.fixture(scope='session')
 def digits_data_dir(tmp_path_factory):
-  from data_pipelines import digits_trimodal  # pylint: disable=g-import-not-at-top
+  from projects.digits import data as digits_data  # pylint: disable=g-import-not-at-top
   data_dir = str(tmp_path_factory.mktemp('tfds'))
-  digits_trimodal.build(data_dir)
+  digits_data.build(data_dir)
   return data_dir
 
 
 def _tiny(experiment: str, data_dir: str):
-  """The 'tiny' variant of experiments/<experiment>.py on the test data."""
-  config = importlib.import_module(f'experiments.{experiment}').get_config(
-      'tiny')
+  """The 'tiny' variant of projects/digits/configs/<experiment>.py on the
+  test data."""
+  config = importlib.import_module(
+      f'projects.digits.configs.{experiment}').get_config('tiny')
   config.dataset.data_dir = data_dir
   return config
 
 
 @pytest.fixture()
 def tiny_config(digits_data_dir):
-  return _tiny('contrastive_digits', digits_data_dir)
+  return _tiny('contrastive', digits_data_dir)
 
 
 @pytest.fixture()
 def captioning_tiny_config(digits_data_dir):
-  return _tiny('captioning_digits', digits_data_dir)
+  return _tiny('captioning', digits_data_dir)
 
 
 @pytest.fixture()
 def vqa_tiny_config(digits_data_dir):
-  return _tiny('vqa_digits', digits_data_dir)
+  return _tiny('vqa', digits_data_dir)
 
 
 def short_training_run(config, workdir, steps: int = 20):

@@ -8,8 +8,8 @@ import pytest
 import sentencepiece as spm
 import soundfile as sf
 
-from data_pipelines import digits_trimodal
-from data_pipelines.digits_trimodal import voices
+from projects.digits import data as digits_data
+from projects.digits.data import voices
 
 SPLIT_SIZES = {'train': 3774, 'validation': 179, 'test': 360}
 WORDS = voices.WORDS
@@ -22,12 +22,12 @@ def _records(builder, split):
 
 @pytest.fixture(scope='module')
 def records(digits_data_dir):
-  builder = digits_trimodal.build(digits_data_dir)
+  builder = digits_data.build(digits_data_dir)
   return {s: _records(builder, s) for s in voices.SPLITS}
 
 
 def test_build_is_deterministic(records, tmp_path):
-  other = digits_trimodal.build(str(tmp_path))
+  other = digits_data.build(str(tmp_path))
   for split in voices.SPLITS:
     assert _records(other, split) == records[split], split
 
@@ -117,7 +117,7 @@ def test_qa_consistent_with_labels(records):
 
 
 def test_tokenizer():
-  sp = spm.SentencePieceProcessor(model_file=digits_trimodal.TOKENIZER_PATH)
+  sp = spm.SentencePieceProcessor(model_file=digits_data.TOKENIZER_PATH)
   assert (sp.pad_id(), sp.unk_id(), sp.bos_id(), sp.eos_id()) == (0, 1, 2, 3)
   text = 'the digit 7 written with a thin stroke, upright and small'
   ids = sp.encode(text)

@@ -60,11 +60,11 @@ class MeanWords(evaluators.Evaluator):
 
 EXPERIMENT = '''
 """my_lab.experiment: digits captioning with the lab's fusion and metric."""
-from experiments import captioning_digits
+from projects.digits.configs import captioning
 
 
 def get_config(arg=None):
-  c = captioning_digits.get_config('tiny')
+  c = captioning.get_config('tiny')
   c.imports = tuple(c.imports) + ('my_lab.modules',)
   c.model.fusion = dict(name='mean_tokens')
   c.evals.mean_words = dict(type='mean_words')

@@ -63,7 +63,7 @@ def test_hybrid_mesh_keeps_dcn_axes_across_slices(tpu):
 def test_bad_config_flags_exit_with_one_clear_line(tmp_path, flag, message):
   proc = subprocess.run(
       [sys.executable, '-m', 'multimodal.train',
-       '--config=experiments/contrastive_digits.py:tiny',
+       '--config=projects/digits/configs/contrastive.py:tiny',
        f'--workdir={tmp_path}', flag], capture_output=True, text=True,
       timeout=120, cwd=REPO)
   assert proc.returncode == 2
@@ -74,7 +74,7 @@ def test_bad_config_flags_exit_with_one_clear_line(tmp_path, flag, message):
 def test_unknown_variant_is_named(tmp_path):
   proc = subprocess.run(
       [sys.executable, '-m', 'multimodal.train',
-       '--config=experiments/contrastive_digits.py:huge',
+       '--config=projects/digits/configs/contrastive.py:huge',
        f'--workdir={tmp_path}'], capture_output=True, text=True, timeout=120,
       cwd=REPO)
   assert proc.returncode == 2 and "Unknown variant 'huge'" in proc.stderr

@@ -17,7 +17,7 @@ import sys
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 TRAIN = [sys.executable, '-m', 'multimodal.train',
-         '--config=experiments/contrastive_digits.py:tiny']
+         '--config=projects/digits/configs/contrastive.py:tiny']
 
 
 def _run(cmd, env, workdir):

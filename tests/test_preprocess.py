@@ -80,8 +80,8 @@ def test_decode_audio_roundtrip_and_errors():
 
 
 def test_tokenizer_pads_truncates_and_counts():
-  from data_pipelines import digits_trimodal  # pylint: disable=g-import-not-at-top
-  tok = text.Tokenizer(digits_trimodal.TOKENIZER_PATH, max_len=8)
+  from projects.digits import data as digits_data  # pylint: disable=g-import-not-at-top
+  tok = text.Tokenizer(digits_data.TOKENIZER_PATH, max_len=8)
   ids = tok('a handwritten seven')
   assert ids.dtype == np.int32 and ids.shape == (8,)
   n = int((ids != 0).sum())

@@ -26,8 +26,8 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
 def _tiny(data_dir):
-  from experiments import contrastive_digits  # pylint: disable=g-import-not-at-top
-  config = contrastive_digits.get_config('tiny')
+  from projects.digits.configs import contrastive  # pylint: disable=g-import-not-at-top
+  config = contrastive.get_config('tiny')
   config.dataset.data_dir = data_dir
   return config
 

@@ -16,9 +16,30 @@ import tensorflow_datasets as tfds
 from experiments import public_datasets
 from multimodal import registry
 from multimodal.data import pipeline
+from multimodal.data.errors import DataError
 from multimodal.models import build_model
+from projects.digits import data as digits_data
 
 HAS_TF = importlib.util.find_spec('tensorflow') is not None
+
+
+def _config(name):
+  """The dataset's config with a tokenizer (a user passes their own with
+  --config.input.tokenizer; the digits one stands in for it here)."""
+  config = public_datasets.get_config(name)
+  config.input.tokenizer = digits_data.TOKENIZER_PATH
+  return config
+
+
+@pytest.mark.parametrize('name', public_datasets.NAMES)
+def test_configs_stand_apart_from_the_demo(name):
+  """A tfds source, no imports and no tokenizer default: nothing of the
+  digits demo (projects/digits) is used."""
+  config = public_datasets.get_config(name)
+  assert config.dataset.source == 'tfds' and config.dataset.name == name
+  assert not config.imports and config.input.tokenizer is None
+  with pytest.raises(ValueError, match='config.input.tokenizer is not set'):
+    pipeline.tokenizer_path(config.input)
 
 
 def _mocked():
@@ -50,7 +71,7 @@ class _SameLengthQA:
 
 @pytest.mark.parametrize('train', [True, False])
 def test_clevr_batches_from_mocked_tfds(train):
-  config = public_datasets.get_config('clevr')
+  config = _config('clevr')
   task = registry.get('task', config.task)(config)
   with _mocked():
     raw = pipeline.open_source(config.dataset, 'train')
@@ -71,7 +92,7 @@ def test_clevr_batches_from_mocked_tfds(train):
     assert np.all(batch[field][:, 0] != 0)
   assert batch['answer_refs'].shape == (4, 1, length)
   np.testing.assert_array_equal(batch['answer_refs'][:, 0], batch['answer'])
-  np.testing.assert_array_equal(batch['label'], -1)  # clevr has no label
+  assert 'label' not in batch  # clevr maps none and VQA asks for none
   assert 'question_type' not in batch
   del pre
   # The config's model accepts these inputs.
@@ -82,7 +103,7 @@ def test_clevr_batches_from_mocked_tfds(train):
 
 @pytest.mark.parametrize('name', ['coco_captions', 'librispeech'])
 def test_builders_that_need_tensorflow(name):
-  config = public_datasets.get_config(name)
+  config = _config(name)
   with _mocked():
     if not HAS_TF:
       with pytest.raises(ModuleNotFoundError, match='needs TensorFlow'):
@@ -95,9 +116,12 @@ def test_builders_that_need_tensorflow(name):
 def test_coco_captions_field_map_reads_nested_captions():
   """The coco_captions map ('captions/text', 'image/id') on a record laid
   out as that builder's features are (checked without the builder)."""
-  config = public_datasets.get_config('coco_captions')
+  config = _config('coco_captions')
   task = registry.get('task', config.task)(config)
-  pre = pipeline.Preprocess(config.input, task.fields, train=True)
+  # label is mapped but no evaluator here asks for it: request it to check
+  # the map.
+  pre = pipeline.Preprocess(config.input, task.fields + ['label'],
+                            train=True)
   record = {'image': np.full((40, 30, 3), 200, np.uint8),
             'image/id': np.int64(42),
             'captions': {'text': np.array(['a dog', 'a brown dog', 'dog']),
@@ -107,16 +131,19 @@ def test_coco_captions_field_map_reads_nested_captions():
   refs = [pre.tokenizer.decode(r) for r in out['image_text_refs'] if r.any()]
   assert refs == ['a dog', 'a brown dog', 'dog']
   assert pre.tokenizer.decode(out['image_text']) in refs
-  with pytest.raises(KeyError, match='captions/text'):
+  with pytest.raises(DataError, match="no 'captions/text'"):
     pre({'image': record['image'], 'image/id': 1}, np.random.default_rng(0))
 
 
 def test_librispeech_field_map_reads_decoded_speech():
   """LibriSpeech records: decoded int16 `speech` at 16 kHz, `text`."""
-  config = public_datasets.get_config('librispeech')
+  config = _config('librispeech')
   task = registry.get('task', config.task)(config)
   assert task.fields == ['audio', 'audio_text', 'audio_text_refs']
-  pre = pipeline.Preprocess(config.input, task.fields, train=True)
+  # label is mapped but no evaluator here asks for it: request it to check
+  # the map.
+  pre = pipeline.Preprocess(config.input, task.fields + ['label'],
+                            train=True)
   rng = np.random.default_rng(0)
   t = np.arange(20 * 16000) / 16000  # 20 s: longer than the 16 s window
   speech = (8000 * np.sin(2 * np.pi * 440 * t)).astype(np.int16)

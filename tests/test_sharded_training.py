@@ -42,13 +42,13 @@ def _run_layouts() -> dict:
   import numpy as np
   from absl import flags
   flags.FLAGS.mark_as_parsed()
-  from experiments import contrastive_digits
+  from projects.digits.configs import contrastive
   from multimodal import mesh as mesh_lib
   from multimodal import optimizer as optim_lib
   from multimodal import registry
   from multimodal import train
 
-  config = contrastive_digits.get_config('tiny')
+  config = contrastive.get_config('tiny')
   rng = np.random.default_rng(0)
   inp = config.input
 

@@ -4,10 +4,10 @@ Three towers (ViT on the handwritten digit scans, an AST-style transformer on
 log-mel speech, a text transformer on captions) are trained with one loss per
 pair: image~caption, speech~caption and image~speech.
 
-  python -m multimodal.train --config experiments/contrastive_digits.py \
+  python -m multimodal.train --config projects/digits/configs/contrastive.py \
       --workdir workdirs/contrastive_digits
 
-Variants (``--config experiments/contrastive_digits.py:VARIANT``):
+Variants (``--config projects/digits/configs/contrastive.py:VARIANT``):
   sigmoid   (default) SigLIP sigmoid loss.
   softmax   CLIP softmax loss.
   tiny      a few steps of a tiny model, for tests and smoke runs.
@@ -20,7 +20,7 @@ At step 600 of the same run: 96.9% / 90.0% / 96.7%.
 """
 import ml_collections as mlc
 
-from experiments import digits_defaults
+from projects.digits.configs import defaults
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -28,7 +28,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   if variant not in ('sigmoid', 'softmax', 'tiny'):
     raise ValueError(f'Unknown variant {variant!r}: use sigmoid, softmax or '
                      'tiny.')
-  c = digits_defaults.base_config()
+  c = defaults.base_config()
   c.task = 'contrastive'
   c.total_steps = 900
   c.batch_size = 128
@@ -44,7 +44,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       name='contrastive',
       embed_dim=128,
       towers=dict(
-          **digits_defaults.towers(pool='map'),
+          **defaults.towers(pool='map'),
           text=dict(name='text_transformer', vocab_size=320, max_len=24,
                     causal=False, pool='eos', width=128, depth=2,
                     num_heads=4, mlp_ratio=4),

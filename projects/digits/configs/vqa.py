@@ -13,10 +13,10 @@ answered from one encoding of its media. Evaluation asks all 5 of every
 test record (1,800 questions) three times: with both modalities, with the
 audio masked (image only) and with the image masked (speech only).
 
-  python -m multimodal.train --config experiments/vqa_digits.py \
+  python -m multimodal.train --config projects/digits/configs/vqa.py \
       --workdir workdirs/vqa_digits --config.dataset.data_dir=DIR
 
-Variants (``--config experiments/vqa_digits.py:VARIANT``; flags combine
+Variants (``--config projects/digits/configs/vqa.py:VARIANT``; flags combine
 with commas, e.g. ``:tiny,perceiver``):
   (none)      the default below.
   tiny        a few steps of a tiny model, for tests and smoke runs.
@@ -59,12 +59,12 @@ The finetune run passes the scratch run's final 75.2% by step 750.
 """
 import ml_collections as mlc
 
-from experiments import digits_seq2seq
+from projects.digits.configs import seq2seq
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  flags = digits_seq2seq.parse_variant(arg)
-  c = digits_seq2seq.base_config(flags)
+  flags = seq2seq.parse_variant(arg)
+  c = seq2seq.base_config(flags)
   c.task = 'vqa'
   c.total_steps = 2000
   c.batch_size = 32  # records; x 5 questions = 160 decoded sequences
@@ -94,7 +94,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.evals = dict(vqa=dict(type='vqa'))
 
   if 'tiny' in flags:
-    digits_seq2seq.make_tiny(c)
+    seq2seq.make_tiny(c)
     c.eval_batch_size = 60
     c.decoding.max_new_tokens = 4
   return c

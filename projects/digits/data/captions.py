@@ -14,7 +14,7 @@ Thickness and size are relative to the class, so that e.g. every "1" is not
 """
 import numpy as np
 
-from data_pipelines.digits_trimodal import voices
+from projects.digits.data import voices
 
 WORDS = voices.WORDS
 THICKNESS_LEVELS = ('thin', 'medium', 'thick')

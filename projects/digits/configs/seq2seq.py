@@ -1,6 +1,6 @@
 """Shared config of the encoder-decoder experiments on digits_trimodal.
 
-Not an experiment itself: captioning_digits.py and vqa_digits.py start
+Not an experiment itself: captioning.py and vqa.py start
 from `base_config` and set their task, fields and schedule. Variant flags
 (comma-separated after the config path's ':') handled here:
   tiny        a few steps of a tiny model, for tests and smoke runs.
@@ -13,7 +13,7 @@ from `base_config` and set their task, fields and schedule. Variant flags
 """
 import ml_collections as mlc
 
-from experiments import digits_defaults
+from projects.digits.configs import defaults
 
 FLAGS = ('tiny', 'perceiver', 'bottleneck', 'finetune')
 
@@ -32,13 +32,13 @@ def parse_variant(arg: str | None, extra: tuple[str, ...] = ()) -> set[str]:
 
 def base_config(flags: set[str]) -> mlc.ConfigDict:
   """Trainer, data, model and optimizer settings common to both tasks."""
-  c = digits_defaults.base_config()
+  c = defaults.base_config()
   width = 128
   # Pooled outputs are unused here, so 'mean' pooling (no parameters).
   c.model = dict(
       name='encoder_decoder',
       width=width,
-      towers=digits_defaults.towers(pool='mean', width=width),
+      towers=defaults.towers(pool='mean', width=width),
       fusion=dict(name='concat'),
       modality_dropout=0.0,
       # A narrower decoder: it runs over every prompt and target token, so

@@ -7,10 +7,10 @@ the record's 5 phrasings each step; evaluation decodes greedily and scores
 against all 5 (CIDEr-D, BLEU-4, exact match; WER of speech against the
 canonical 'the word six').
 
-  python -m multimodal.train --config experiments/captioning_digits.py \
+  python -m multimodal.train --config projects/digits/configs/captioning.py \
       --workdir workdirs/captioning_digits --config.dataset.data_dir=DIR
 
-Variants (``--config experiments/captioning_digits.py:VARIANT``; flags
+Variants (``--config projects/digits/configs/captioning.py:VARIANT``; flags
 combine with commas, e.g. ``:tiny,bottleneck``):
   (none)      the default below.
   tiny        a few steps of a tiny model, for tests and smoke runs.
@@ -39,12 +39,12 @@ unheard voices: 65% of the speech captions name the right digit.
 """
 import ml_collections as mlc
 
-from experiments import digits_seq2seq
+from projects.digits.configs import seq2seq
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
-  flags = digits_seq2seq.parse_variant(arg)
-  c = digits_seq2seq.base_config(flags)
+  flags = seq2seq.parse_variant(arg)
+  c = seq2seq.base_config(flags)
   c.task = 'captioning'
   c.total_steps = 1500
   c.batch_size = 64
@@ -69,6 +69,6 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.evals = dict(caption=dict(type='caption', wer_media=('audio',)))
 
   if 'tiny' in flags:
-    digits_seq2seq.make_tiny(c)
+    seq2seq.make_tiny(c)
     c.decoding.max_new_tokens = 8
   return c

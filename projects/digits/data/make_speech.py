@@ -1,6 +1,6 @@
 """Generates the committed spoken-digit clips (run once; output is in git).
 
-    python -m data_pipelines.digits_trimodal.make_speech
+    python -m projects.digits.data.make_speech
 
 Needs the system tools espeak-ng and sox (`apt-get install espeak-ng sox`)
 and the python package soundfile (libsndfile >= 1.0.29 for Opus).
@@ -32,8 +32,8 @@ import zlib
 import numpy as np
 import soundfile as sf
 
-from data_pipelines.digits_trimodal import sources
-from data_pipelines.digits_trimodal import voices
+from projects.digits.data import sources
+from projects.digits.data import voices
 
 SPEECH_DIR = sources.SPEECH_DIR
 MANIFEST_COLUMNS = ('file', 'split', 'word', 'digit', 'accent', 'variant',

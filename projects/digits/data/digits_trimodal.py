@@ -30,9 +30,9 @@ import numpy as np
 from PIL import Image
 import tensorflow_datasets as tfds
 
-from data_pipelines.digits_trimodal import captions
-from data_pipelines.digits_trimodal import sources
-from data_pipelines.digits_trimodal import voices
+from projects.digits.data import captions
+from projects.digits.data import sources
+from projects.digits.data import voices
 
 SPLIT_FRACTIONS = {'train': 0.7, 'validation': 0.1}  # test: the rest
 RECORDS_PER_IMAGE = {'train': 3, 'validation': 1, 'test': 1}

@@ -1,6 +1,6 @@
 """Trains the shipped sentencepiece tokenizer on all text of digits_trimodal.
 
-    python -m data_pipelines.digits_trimodal.make_tokenizer
+    python -m projects.digits.data.make_tokenizer
 
 The corpus is every caption, question and answer the builder can produce:
 image captions of all 1,797 scans, speech captions of all committed clips,
@@ -14,8 +14,8 @@ import os
 
 import sentencepiece as spm
 
-from data_pipelines.digits_trimodal import captions
-from data_pipelines.digits_trimodal import sources
+from projects.digits.data import captions
+from projects.digits.data import sources
 
 VOCAB_SIZE = 320
 MODEL_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)),

@@ -1,21 +1,21 @@
 """Settings every digits_trimodal experiment shares (not an experiment).
 
-contrastive_digits.py and digits_seq2seq.py (captioning, VQA) start from
+contrastive.py and seq2seq.py (captioning, VQA) start from
 `base_config()` and add their task, fields, model and schedule.
 """
 import ml_collections as mlc
 
-from data_pipelines import digits_trimodal
+from projects.digits import data as digits_data
 from multimodal import base_config as library_base
 
 
 def base_config() -> mlc.ConfigDict:
   """The library's base config with the digits data source and input."""
   c = library_base.base()
-  c.imports = ('data_pipelines.digits_trimodal',)  # registers its source
+  c.imports = ('projects.digits.data',)  # registers its source
   c.dataset = dict(source='digits_trimodal', name='digits_trimodal',
                    data_dir=mlc.FieldReference(None, field_type=str))
-  c.input.tokenizer = digits_trimodal.TOKENIZER_PATH
+  c.input.tokenizer = digits_data.TOKENIZER_PATH
   c.input.image_size = 16
   c.input.image_channels = 1
   c.input.augment = dict(max_shift=0.1, max_scale=0.1, max_rotate=10.0)

@@ -1,14 +1,18 @@
 """digits_trimodal: handwritten digits, spoken digits and text (tfds builder).
 
-  from data_pipelines import digits_trimodal
-  builder = digits_trimodal.build(data_dir)      # builds once, array_record
+  from projects.digits import data as digits_data
+  builder = digits_data.build(data_dir)          # builds once, array_record
   source = builder.as_data_source('train')       # random-access records
   tokenizer = sentencepiece.SentencePieceProcessor(
-      model_file=digits_trimodal.TOKENIZER_PATH)
+      model_file=digits_data.TOKENIZER_PATH)
+
+The tfds builder keeps the name digits_trimodal, so the built data lies in
+DATA_DIR/digits_trimodal/1.0.0. Build it with
+  python -m projects.digits.data.build --data_dir=data
 """
 import os
 
-from data_pipelines.digits_trimodal.digits_trimodal import DigitsTrimodal
+from projects.digits.data.digits_trimodal import DigitsTrimodal
 
 TOKENIZER_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)),
                               'tokenizer.model')
@@ -34,9 +38,8 @@ def open_split(dataset_cfg, split: str):
   return builder.as_data_source(split)
 
 
-# The library never imports this project; experiments that use it list
-# 'data_pipelines.digits_trimodal' in config.imports, which registers the
-# source.
+# The library never imports this project; configs that use it list
+# 'projects.digits.data' in config.imports, which registers the source.
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
 from multimodal import registry  # noqa: E402
 

@@ -1,1 +1,0 @@
-"""Built-in datasets (tfds builders writing array_record, no TensorFlow)."""
