@@ -8,7 +8,7 @@ DEMO_CONFIG ?= projects/digits/configs/contrastive.py
 EXPORT_DIR ?= exports/contrastive_digits
 FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
-.PHONY: demo test setup data clean finetune
+.PHONY: demo test test-all setup data clean finetune
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -37,7 +37,12 @@ finetune: setup data $(EXPORT_DIR)/model.json
 	  --workdir=$(FINETUNE_WORKDIR) --config.dataset.data_dir=$(DATA_DIR) \
 	  --config.init_from.path=$(EXPORT_DIR)
 
+# CI's selection: everything but the `slow` marker (the full format x task
+# cross product of tests/test_own_data.py; one case per format runs here).
 test: setup
+	$(PY) -m pytest -q -n 2 -m 'not slow' tests
+
+test-all: setup
 	$(PY) -m pytest -q -n 2 tests
 
 clean:
