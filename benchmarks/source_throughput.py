@@ -14,7 +14,8 @@ about 130 bytes of PNG each) as
   webdataset   tar shards of 1,000 records (img2dataset layout)
   coco         COCO captions layout (annotations JSON + image directory)
 then, on one process and thread, times opening each source the first time
-(building its index: line/row offsets, tar headers, the COCO JSON), reading every record through `source[i]` in shuffled order, and
+(building its index: line/row offsets, tar headers, the COCO JSON),
+reading every record through `source[i]` in shuffled order, and
 reading + decoding (Pillow decode to a uint8 array, caption .encode()).
 Files were just written, so they are in the page cache: the rates measure
 per-record overhead, not the disk. Also times building the webdataset

@@ -1,5 +1,4 @@
 """Captioning: reference fields, evaluation bookkeeping, a real training run."""
-import jax
 import numpy as np
 import pytest
 

@@ -1,5 +1,4 @@
 """The grain pipeline over the built-in dataset: shapes, resume, bad records."""
-import io
 
 import numpy as np
 import pytest

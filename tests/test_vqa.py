@@ -1,7 +1,6 @@
 """VQA: aligned question fields, per-type bookkeeping, a real training run."""
 import collections
 
-import jax
 import numpy as np
 import pytest
 

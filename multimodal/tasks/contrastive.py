@@ -56,7 +56,8 @@ class ContrastiveTask(base.Task):
 
     return evaluators.Context(tokenizer=tokenizer, embed_texts=embed_texts)
 
-  def summary(self, metrics, prefix='test') -> str:
+  @staticmethod
+  def summary(metrics, prefix='test') -> str:
     head = f'{prefix}/zeroshot/'
     parts = [f'{k[len(head):]} {100 * v:.1f}%'
              for k, v in sorted(metrics.items()) if k.startswith(head)]

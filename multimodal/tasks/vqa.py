@@ -29,8 +29,6 @@ The outputs the evaluators see, one entry per question:
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import jax
 import jax.numpy as jnp
 import numpy as np
