@@ -75,3 +75,19 @@ def short_training_run(config, workdir, steps: int = 20):
   assert len(losses) == steps
   assert np.mean(losses[-5:]) < 0.9 * np.mean(losses[:5]), losses
   return final, losses
+
+
+def assert_two_processes_hold_one(make_iterator, steps: int = 3) -> None:
+  """make_iterator(batch_size, process_index, process_count) -> iterator.
+  Checks that two processes' k-th batches (size 4) hold exactly one
+  process's k-th batch (size 8): process i has global rows i, i + 2, ..."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  one = make_iterator(8, 0, 1)
+  two = [make_iterator(4, i, 2) for i in range(2)]
+  for _ in range(steps):
+    want = next(one)
+    parts = [next(it) for it in two]
+    for k in want:
+      got = np.stack([parts[0][k], parts[1][k]], axis=1).reshape(
+          want[k].shape)
+      np.testing.assert_array_equal(got, want[k])

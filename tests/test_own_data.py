@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+import conftest
+
 from multimodal import metrics_writer
 from multimodal import tokenizer as tokenizer_lib
 from multimodal.testing import datasets
@@ -174,12 +176,6 @@ def test_webdataset_resumes_exactly_and_splits_over_processes(tmp_path):
     for k in fields:
       np.testing.assert_array_equal(got[k], w[k])
 
-  one = make(batch_size=8)
-  two = [make(batch_size=4, process_index=i, process_count=2)
-         for i in range(2)]
-  for _ in range(3):
-    w = next(one)
-    parts = [next(p) for p in two]
-    for k in fields:
-      got = np.stack([parts[0][k], parts[1][k]], axis=1).reshape(w[k].shape)
-      np.testing.assert_array_equal(got, w[k])
+  conftest.assert_two_processes_hold_one(
+      lambda batch, index, count: make(batch_size=batch, process_index=index,
+                                       process_count=count))

@@ -3,6 +3,8 @@
 import numpy as np
 import pytest
 
+import conftest
+
 from multimodal.data import pipeline
 
 FIELDS = ['audio', 'audio_text', 'image', 'image_text', 'label']
@@ -48,18 +50,10 @@ def test_iterator_resumes_at_the_exact_position(tiny_config):
 def test_processes_together_see_what_one_process_sees(tiny_config, train):
   """Two processes' k-th batches hold exactly one process's k-th batch."""
   split = 'train' if train else 'test'
-  kw = dict(train=train, fields=FIELDS)
-  one, _, _ = pipeline.make_iterator(tiny_config, split, batch_size=8, **kw)
-  two = [pipeline.make_iterator(tiny_config, split, batch_size=4,
-                                process_index=i, process_count=2, **kw)[0]
-         for i in range(2)]
-  for _ in range(3):
-    want = next(one)
-    parts = [next(it) for it in two]
-    for k in want:
-      # Process i holds global rows i, i + 2, ...
-      got = np.stack([parts[0][k], parts[1][k]], axis=1).reshape(want[k].shape)
-      np.testing.assert_array_equal(got, want[k])
+  conftest.assert_two_processes_hold_one(
+      lambda batch, index, count: pipeline.make_iterator(
+          tiny_config, split, train=train, fields=FIELDS, batch_size=batch,
+          process_index=index, process_count=count)[0])
 
 
 def test_shuffle_depends_on_seed(tiny_config):
