@@ -1,0 +1,273 @@
+r"""Training-step speed of the trainer's own step: step time, examples/s,
+model FLOPs, achieved FLOP/s, MFU, memory, init and compile time.
+
+  python benchmarks/train_step.py --model siglip_b32 --batch 32 --steps 5
+  python benchmarks/train_step.py --model tiny --steps 2 --json out.json
+
+Models (named sizes, models/sizes.py):
+  tiny         mu/8 image tower at 32 px + mu text tower (CI smoke mode)
+  siglip_b32   ViT-B/32 at 224 px + text 512 wide, 12 layers, 8 heads,
+               vocab 49408, 77 tokens, SigLIP loss (open_clip's ViT-B-32
+               shape: the peer comparison of issue 11)
+  siglip_b16   ViT-B/16 at 224 px + the same text tower
+  caption_b16  ViT-B/16 + a 6-layer 512-wide decoder, captioning loss
+
+The step is `multimodal.train.make_train_step` (AdamW, clipping, the
+task's loss) on synthetic batches, compiled ahead of time
+(`.lower().compile()`, timed), then run --warmup times and timed over
+--steps with `block_until_ready` (median and min). FLOPs: an analytic count
+(3 x the forward matmul and attention FLOPs of every transformer layer,
+patch embedding, projections and logits) cross-checked against XLA's
+`cost_analysis()` of the compiled step. MFU = model FLOPs / step time /
+peak; the peak is a table of published dense peaks for accelerators
+(bf16 unless --dtype float32 on GPU) and, on CPU, a large matmul measured
+in the same run at the step's dtype. Prints a table; --json writes it.
+
+On CPU, glibc malloc costs several seconds per large step in page faults;
+preload tcmalloc for figures worth comparing (apt-get install
+libtcmalloc-minimal4; LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from experiments import image_text
+from projects.digits import data as digits_data
+from multimodal import mesh as mesh_lib
+from multimodal import optimizer as optim_lib
+from multimodal import registry
+from multimodal import train
+
+# Dense peak FLOP/s per chip (bf16, and float32 where it differs), from the
+# vendors' data sheets (no sparsity).
+PEAKS = {
+    'TPU v4': {'bfloat16': 275e12}, 'TPU v5 lite': {'bfloat16': 197e12},
+    'TPU v5e': {'bfloat16': 197e12}, 'TPU v5p': {'bfloat16': 459e12},
+    'TPU v6 lite': {'bfloat16': 918e12}, 'TPU v6e': {'bfloat16': 918e12},
+    'NVIDIA A100': {'bfloat16': 312e12, 'float32': 19.5e12},
+    'NVIDIA H100': {'bfloat16': 989e12, 'float32': 67e12},
+    'NVIDIA H200': {'bfloat16': 989e12, 'float32': 67e12},
+}
+
+TEXT_B512 = dict(width=512, depth=12, num_heads=8, mlp_dim=2048)
+
+
+def model_config(name: str, dtype: str):
+  """The experiment config (experiments/image_text.py) of a named model."""
+  if name == 'tiny':
+    c = image_text.get_config('siglip,tiny')
+  elif name in ('siglip_b32', 'siglip_b16'):
+    c = image_text.get_config('siglip')
+    c.model.towers.image.variant = 'B/32' if name == 'siglip_b32' else 'B/16'
+    text = c.model.towers.text
+    text.variant = None
+    text.update(TEXT_B512, vocab_size=49408, max_len=77)
+    c.input.max_text_len = 77
+  elif name == 'caption_b16':
+    c = image_text.get_config('caption')
+    dec = c.model.decoder
+    dec.variant = None
+    dec.update(width=512, depth=6, num_heads=8, mlp_ratio=4,
+               vocab_size=32000, max_len=32)
+  else:
+    raise ValueError(f'Unknown --model {name!r}: tiny, siglip_b32, '
+                     'siglip_b16, caption_b16.')
+  if dtype != 'float32':
+    for tower in c.model.towers.values():
+      tower.dtype = dtype
+  # Text-generating tasks read their special ids from a tokenizer: any
+  # with the framework's ids will do for synthetic batches.
+  c.input.tokenizer = digits_data.TOKENIZER_PATH
+  return c
+
+
+def synthetic_batch(config, task, batch: int) -> dict:
+  """Random inputs of the task's training fields, per process."""
+  rng = np.random.default_rng(0)
+  size, length = config.input.image_size, config.input.max_text_len
+  vocabs = [t.vocab_size for t in config.model.towers.values()
+            if 'vocab_size' in t]
+  if 'decoder' in config.model:
+    vocabs.append(config.model.decoder.vocab_size)
+  vocab = min(vocabs)  # ids inside every vocabulary; eos 3 ends each text
+  out = {}
+  for field in task.fields:
+    if field == 'image':
+      out[field] = rng.uniform(-1, 1, (batch, size, size, 3)).astype(
+          np.float32)
+    elif field.endswith('_refs'):
+      out[field] = np.zeros((batch, 1, length), np.int32)
+    else:  # a text field: pieces, eos, pads
+      text = rng.integers(4, vocab, (batch, length)).astype(np.int32)
+      text[:, length // 2] = 3
+      text[:, length // 2 + 1:] = 0
+      out[field] = text
+  return out
+
+
+def transformer_flops(tokens: int, width: int, depth: int, mlp: int,
+                      context: int | None = None) -> float:
+  """Forward FLOPs of `depth` pre-LN layers over `tokens` tokens (per
+  example): QKV/out projections 8 T D^2, MLP 4 T D M, attention scores and
+  values 4 T^2 D (context: keys attended, default tokens)."""
+  context = tokens if context is None else context
+  return depth * (8 * tokens * width ** 2 + 4 * tokens * width * mlp
+                  + 4 * tokens * context * width)
+
+
+def analytic_flops(config, batch: int) -> float:
+  """Model FLOPs of one training step (3 x forward), from the config."""
+  from multimodal.models import sizes  # pylint: disable=g-import-not-at-top
+  total = 0.0
+  for name, tower in config.model.towers.items():
+    t = tower.to_dict()
+    variant = t.get('variant')
+    given = {k: t[k] for k in sizes.SIZE_KEYS + ('mlp_ratio',) if k in t}
+    s, patch = sizes.resolve(variant, given, patches=name == 'image')
+    mlp = s['mlp_dim'] or int(s['width'] * s['mlp_ratio'])
+    if name == 'image':
+      p = t.get('patch_size') or patch
+      n = (t['image_size'] // p) ** 2
+      total += 2 * n * (p * p * t.get('channels', 3)) * s['width']  # stem
+      total += transformer_flops(n + (t.get('pool') == 'map'), s['width'],
+                                 s['depth'], mlp)
+    else:  # text tower
+      total += transformer_flops(t['max_len'], s['width'], s['depth'], mlp)
+  if 'decoder' in config.model:
+    d = config.model.decoder.to_dict()
+    s, _ = sizes.resolve(d.get('variant'), {
+        k: d[k] for k in sizes.SIZE_KEYS + ('mlp_ratio',) if k in d},
+                         patches=False)
+    mlp = s['mlp_dim'] or int(s['width'] * s['mlp_ratio'])
+    length = config.input.max_text_len
+    total += transformer_flops(length, s['width'], s['depth'], mlp)
+    total += 2 * length * s['width'] * d['vocab_size']  # logits
+  return 3.0 * total * batch
+
+
+def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
+  """FLOP/s of an n^3 matmul at `dtype` on this CPU (median of repeats)."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: x @ x)
+  f(a).block_until_ready()
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    f(a).block_until_ready()
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times)
+
+
+def peak_flops(dtype: str) -> tuple[float, str]:
+  device = jax.devices()[0]
+  if device.platform == 'cpu':
+    return cpu_peak(dtype), f'measured {dtype} 2048^3 matmul'
+  for name, peaks in PEAKS.items():
+    if device.device_kind.startswith(name):
+      key = 'float32' if dtype == 'float32' and 'float32' in peaks else (
+          'bfloat16')
+      return peaks[key], f'{name} {key} data sheet'
+  return float('nan'), f'unknown device {device.device_kind!r}'
+
+
+def run(name: str, batch: int, steps: int, warmup: int, dtype: str) -> dict:
+  config = model_config(name, dtype)
+  config.batch_size = batch
+  config.total_steps = 1000
+  config.mesh.data = -1
+  t0 = time.perf_counter()
+  mesh = mesh_lib.build_mesh(config.mesh)
+  task = registry.get('task', config.task)(config)
+  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
+  lr = optim_lib.schedule(config.optimizer, config.total_steps)
+  ts = train.make_train_state(config, tx, mesh)
+  step_fn = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer)
+  with jax.set_mesh(mesh):
+    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    jax.block_until_ready(state)
+    t_init = time.perf_counter() - t0
+    batch_arrays = train.shard_batch(synthetic_batch(config, task, batch),
+                                     mesh_lib.batch_sharding(mesh))
+    t = time.perf_counter()
+    lowered = step_fn.lower(state, batch_arrays)
+    t_lower = time.perf_counter() - t
+    t = time.perf_counter()
+    compiled = lowered.compile()
+    t_compile = time.perf_counter() - t
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    xla_flops = float((cost or {}).get('flops', float('nan')))
+    memory = compiled.memory_analysis()
+    t = time.perf_counter()
+    state, metrics = compiled(state, batch_arrays)
+    jax.block_until_ready(metrics)
+    t_first = time.perf_counter() - t
+    for _ in range(warmup):
+      state, metrics = compiled(state, batch_arrays)
+    jax.block_until_ready(metrics)
+    times = []
+    for _ in range(steps):
+      t = time.perf_counter()
+      state, metrics = compiled(state, batch_arrays)
+      jax.block_until_ready(metrics)
+      times.append(time.perf_counter() - t)
+  flops = analytic_flops(config, batch)
+  peak, peak_source = peak_flops(dtype)
+  median = statistics.median(times)
+  params = sum(x.size for x in jax.tree.leaves(state['params']))
+  return {
+      'model': name, 'dtype': dtype, 'batch': batch,
+      'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      'params_m': params / 1e6,
+      'step_s_median': median, 'step_s_min': min(times),
+      'examples_per_s': batch / median,
+      'model_flops_per_step': flops, 'xla_flops_per_step': xla_flops,
+      'achieved_flops_per_s': flops / median,
+      'peak_flops_per_s': peak, 'peak_source': peak_source,
+      'mfu': flops / median / peak / jax.device_count(),
+      'init_s': t_init, 'lower_s': t_lower, 'compile_s': t_compile,
+      'first_step_s': t_first,
+      'time_to_first_step_s': t_init + t_lower + t_compile + t_first,
+      'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
+                          if memory is not None else float('nan')),
+      'loss': float(metrics['loss']),
+  }
+
+
+def main(argv=None) -> dict:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--model', default='tiny')
+  parser.add_argument('--batch', type=int, default=None,
+                      help='default 32 (16 for tiny)')
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=1)
+  parser.add_argument('--dtype', default='float32',
+                      choices=('float32', 'bfloat16'))
+  parser.add_argument('--json', default=None, help='write the result here')
+  args = parser.parse_args(argv)
+  batch = args.batch or (16 if args.model == 'tiny' else 32)
+  result = run(args.model, batch, args.steps, args.warmup, args.dtype)
+  width = max(len(k) for k in result)
+  for key, value in result.items():
+    shown = f'{value:,.4g}' if isinstance(value, float) else value
+    print(f'{key:<{width}}  {shown}')
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
+if __name__ == '__main__':
+  main()
