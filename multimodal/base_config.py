@@ -27,6 +27,9 @@ def base() -> mlc.ConfigDict:
   c.eval_every = 0
   c.checkpoint_every = 500
   c.checkpoint_keep = 2
+  # (first, last) steps to trace with the JAX profiler into WORKDIR/profile
+  # (open with TensorBoard's profile plugin or Perfetto); () traces nothing.
+  c.profile_steps = ()
   c.train_split = 'train'
   c.eval_split = 'test'
   # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices

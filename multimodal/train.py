@@ -200,6 +200,35 @@ def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
                          prefix=config.eval_split)
 
 
+class StepProfiler:
+  """Traces steps `first`..`last` (config.profile_steps) with the JAX
+  profiler into `logdir` (TensorBoard's profile plugin or Perfetto read it).
+  """
+
+  def __init__(self, steps, logdir: str):
+    steps = tuple(steps or ())
+    if steps and (len(steps) != 2 or not 1 <= steps[0] <= steps[1]):
+      raise ValueError(f'config.profile_steps={steps}: give (first, last) '
+                       'steps with 1 <= first <= last, e.g. (10, 12).')
+    self.steps, self.logdir, self.active = steps, logdir, False
+
+  def before_step(self, step: int) -> None:
+    if self.steps and step == self.steps[0]:
+      jax.profiler.start_trace(self.logdir)
+      self.active = True
+
+  def after_step(self, step: int, metrics) -> None:
+    if self.active and step == self.steps[1]:
+      jax.block_until_ready(metrics)  # the traced steps' work, whole
+      self.stop()
+      log(f'Profiled steps {self.steps[0]}-{step} into {self.logdir}')
+
+  def stop(self) -> None:
+    if self.active:
+      jax.profiler.stop_trace()
+      self.active = False
+
+
 def validate_data(config, preprocess, num_train: int) -> None:
   """Checks the training split's records before any step (config.input.
   validate_records of them) and logs the problems found per reason.
@@ -303,6 +332,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       f'{config.total_steps} steps of batch {config.batch_size}.')
 
   writer = metrics_writer.MetricsWriter(workdir)
+  profiler = StepProfiler(config.get('profile_steps', ()),
+                          os.path.join(workdir, 'profile'))
   guard = ckpt_lib.PreemptionGuard()
   final = {}
   step = start
@@ -310,10 +341,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
   t_start = None
   try:
     while step < config.total_steps:
+      profiler.before_step(step + 1)
       batch = shard_batch(next(train_iter), batch_sharding)
       with jax.set_mesh(mesh):
         state, metrics = train_step(state, batch)
       step += 1
+      profiler.after_step(step, metrics)
       if t_start is None:  # exclude compilation from the ETA
         jax.block_until_ready(metrics)
         t_start, t_last, step_last = time.perf_counter(), time.perf_counter(), step
@@ -356,6 +389,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     for k in sorted(final):
       log(f'  {k}: {final[k]:.4f}')
   finally:
+    profiler.stop()
     checkpointer.close()
     writer.close()
     guard.restore_handler()

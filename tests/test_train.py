@@ -92,3 +92,13 @@ def test_evaluation_functions_are_traced_once_per_run(tiny_config):
   assert metrics['test/num_examples'] == 179
   # outputs: one shape (padded batches); embed: the prompts of 2 text fields.
   assert sizes == [(1, 2), (1, 2)], sizes
+
+
+def test_profile_steps_write_a_trace(tiny_config, tmp_path):
+  cfg = tiny_config
+  cfg.total_steps = 4
+  cfg.profile_steps = (2, 3)
+  train.train_and_evaluate(cfg, str(tmp_path))
+  traces = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / 'profile')
+            for f in files if f.endswith('.xplane.pb')]
+  assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
