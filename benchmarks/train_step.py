@@ -11,6 +11,8 @@ Models (named sizes, models/sizes.py):
                shape: the peer comparison of issue 11)
   siglip_b16   ViT-B/16 at 224 px + the same text tower
   caption_b16  ViT-B/16 + a 6-layer 512-wide decoder, captioning loss
+  digits       the demo's trimodal model (projects/digits/configs/
+               contrastive.py: image, audio and text towers)
 
 The step is `multimodal.train.make_train_step` (AdamW, clipping, the
 task's loss) on synthetic batches, compiled ahead of time
@@ -45,6 +47,7 @@ import numpy as np
 
 from experiments import image_text
 from projects.digits import data as digits_data
+from projects.digits.configs import contrastive as digits_contrastive
 from multimodal import mesh as mesh_lib
 from multimodal import optimizer as optim_lib
 from multimodal import registry
@@ -68,6 +71,8 @@ def model_config(name: str, dtype: str):
   """The experiment config (experiments/image_text.py) of a named model."""
   if name == 'tiny':
     c = image_text.get_config('siglip,tiny')
+  elif name == 'digits':
+    c = digits_contrastive.get_config()
   elif name in ('siglip_b32', 'siglip_b16'):
     c = image_text.get_config('siglip')
     c.model.towers.image.variant = 'B/32' if name == 'siglip_b32' else 'B/16'
@@ -83,7 +88,7 @@ def model_config(name: str, dtype: str):
                vocab_size=32000, max_len=32)
   else:
     raise ValueError(f'Unknown --model {name!r}: tiny, siglip_b32, '
-                     'siglip_b16, caption_b16.')
+                     'siglip_b16, caption_b16, digits.')
   if dtype != 'float32':
     for tower in c.model.towers.values():
       tower.dtype = dtype
@@ -105,8 +110,13 @@ def synthetic_batch(config, task, batch: int) -> dict:
   out = {}
   for field in task.fields:
     if field == 'image':
-      out[field] = rng.uniform(-1, 1, (batch, size, size, 3)).astype(
+      channels = config.input.image_channels
+      out[field] = rng.uniform(-1, 1, (batch, size, size, channels)).astype(
           np.float32)
+    elif field == 'audio':
+      out[field] = rng.uniform(-1, 1, (batch, config.input.num_frames,
+                                       config.input.num_mels)).astype(
+                                           np.float32)
     elif field.endswith('_refs'):
       out[field] = np.zeros((batch, 1, length), np.int32)
     else:  # a text field: pieces, eos, pads
@@ -135,12 +145,18 @@ def analytic_flops(config, batch: int) -> float:
     t = tower.to_dict()
     variant = t.get('variant')
     given = {k: t[k] for k in sizes.SIZE_KEYS + ('mlp_ratio',) if k in t}
-    s, patch = sizes.resolve(variant, given, patches=name == 'image')
+    s, patch = sizes.resolve(variant, given, patches='max_len' not in t)
     mlp = s['mlp_dim'] or int(s['width'] * s['mlp_ratio'])
     if name == 'image':
       p = t.get('patch_size') or patch
       n = (t['image_size'] // p) ** 2
       total += 2 * n * (p * p * t.get('channels', 3)) * s['width']  # stem
+      total += transformer_flops(n + (t.get('pool') == 'map'), s['width'],
+                                 s['depth'], mlp)
+    elif 'num_frames' in t:  # audio: patches of the log-mel spectrogram
+      ph, pw = t.get('patch_size') or (patch, patch)
+      n = (t['num_frames'] // ph) * (t['num_mels'] // pw)
+      total += 2 * n * ph * pw * s['width']
       total += transformer_flops(n + (t.get('pool') == 'map'), s['width'],
                                  s['depth'], mlp)
     else:  # text tower

@@ -38,3 +38,9 @@ def test_source_throughput_benchmark_smoke(tmp_path):
                 '1', '--workdir', str(tmp_path))
   for name in ('arrayrecord', 'jsonl', 'csv', 'webdataset', 'coco'):
     assert name in stdout
+
+
+def test_input_pipeline_benchmark_smoke(digits_data_dir):
+  stdout = _run('input_pipeline.py', '--smoke', '--data_dir',
+                digits_data_dir)
+  assert 'digits' in stdout and 'image_text' in stdout
