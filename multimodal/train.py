@@ -229,9 +229,10 @@ class StepProfiler:
       self.active = False
 
 
-def validate_data(config, preprocess, num_train: int) -> None:
-  """Checks the training split's records before any step (config.input.
-  validate_records of them) and logs the problems found per reason.
+def validate_data(config, preprocess, source) -> None:
+  """Checks the training split's records (`source`) before any step
+  (config.input.validate_records of them) and logs the problems found per
+  reason.
 
   A key no checked record has is a config mistake and always raises; other
   problems raise with on_error='raise' and, with 'skip', when they exceed
@@ -240,7 +241,6 @@ def validate_data(config, preprocess, num_train: int) -> None:
   limit = config.input.get('validate_records', -1)
   if not limit:
     return
-  source = pipeline.open_source(config.dataset, config.train_split)
   text_keys = [k for f, k in preprocess.keys().items()
                if preprocess.kind_names[f] in ('text', 'texts')]
   report = sources.validate(source, list(preprocess.keys().values()),
@@ -292,21 +292,25 @@ def train_and_evaluate(config, workdir: str) -> dict:
         f'{k} {v / 1e6:.2f}M' for k, v in sorted(groups.items())))
   batch_sharding = mesh_lib.batch_sharding(mesh)
 
-  # Process 0 builds the built-in data if it is missing (concurrent builds into
-  # one directory would collide); the others wait for it.
+  # Process 0 opens the training split first: that builds the built-in data
+  # if it is missing, or a webdataset index (concurrent builds into one
+  # directory would collide); the others wait for it.
+  train_source = None
   if distributed.is_coordinator():
-    pipeline.open_source(config.dataset, config.train_split)
+    train_source = pipeline.open_source(config.dataset, config.train_split)
   distributed.sync('dataset_ready')
+  if train_source is None:
+    train_source = pipeline.open_source(config.dataset, config.train_split)
   per_process = config.batch_size // jax.process_count()
   train_iter, preprocess, num_train = pipeline.make_iterator(
       config, config.train_split, train=True, fields=task.fields,
       batch_size=per_process, process_index=jax.process_index(),
-      process_count=jax.process_count())
+      process_count=jax.process_count(), source=train_source)
   eval_source = pipeline.open_source(config.dataset, config.eval_split)
   for note in text_lib.check_vocab(config.model, preprocess.tokenizer):
     log(note)
   if distributed.is_coordinator():
-    validate_data(config, preprocess, num_train)
+    validate_data(config, preprocess, train_source)
 
   checkpointer = ckpt_lib.Checkpointer(workdir,
                                        max_to_keep=config.checkpoint_keep)
