@@ -145,3 +145,26 @@ def test_a_split_of_only_bad_records_fails_instead_of_spinning(tmp_path):
   with pytest.raises(RuntimeError, match=r'bad_image: 1\d\d .*'
                      'max_skip_fraction'):
     next(it)
+
+
+@pytest.mark.parametrize('value,reason', [
+    ('', 'empty_text'), ('  ', 'empty_text'), ([], 'empty_text'),
+    (7, 'not_text'), (b'', 'empty_text')])
+def test_text_kinds_and_validation_agree_on_the_reason(tmp_path, value,
+                                                       reason):
+  """The pipeline counts a bad text under the reason validation gives it."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from multimodal.data import kinds  # pylint: disable=g-import-not-at-top
+  records = datasets.make_records('image', 100, seed=8)
+  config = _config(tmp_path, 'jsonl', 'image', 'unused.jsonl', records)
+  config.input.max_references = 2
+  tokenizer = pipeline.make_tokenizer(config.input)
+  report = sources.validate([{'caption': value}], ['caption'],
+                            text_keys=['caption'])
+  assert list(report.counts) == [reason]
+  for kind in ('text', 'texts'):
+    field = kinds.registry.get('field', kind)(config.input, train=False,
+                                              tokenizer=tokenizer)
+    with pytest.raises(DataError) as err:
+      field(value, np.random.default_rng(0))
+    assert err.value.reason == reason

@@ -58,6 +58,7 @@ from multimodal.data import kinds as kinds_lib
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.data.errors import DataError
+from multimodal.data.errors import ReasonCounts
 
 ON_ERROR = ('raise', 'skip')
 # Skips before the pipeline itself judges the skipped fraction (fewer are
@@ -85,40 +86,24 @@ def make_tokenizer(input_cfg) -> text_lib.Tokenizer:
 
 
 @dataclasses.dataclass
-class SkipCounter:
-  """Records seen and skipped (per reason) in this process; thread safe.
-
-  `examples` keeps the first few messages per reason for the logs.
-  """
+class SkipCounter(ReasonCounts):
+  """Records seen and skipped (per reason) in this process; thread safe."""
   seen: int = 0
-  counts: dict = dataclasses.field(default_factory=dict)
-  examples: dict = dataclasses.field(default_factory=dict)
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
-
-  @property
-  def count(self) -> int:
-    return sum(self.counts.values())
 
   def add_seen(self):
     with self.lock:
       self.seen += 1
 
   def add(self, reason: str, message: str) -> bool:
-    """Counts one skipped record; True for the first few of a reason (the
-    ones worth a log line: the rest show up in the counts)."""
     with self.lock:
-      self.counts[reason] = self.counts.get(reason, 0) + 1
-      shown = self.examples.setdefault(reason, [])
-      if len(shown) < 3:
-        shown.append(message)
-        return True
-      return False
+      return super().add(reason, message)
 
   def metrics(self, prefix: str = 'data') -> dict[str, float]:
     """{'data/skipped': n, 'data/skipped/<reason>': n, 'data/seen': n}."""
     with self.lock:
       out = {f'{prefix}/skipped/{r}': float(n) for r, n in self.counts.items()}
-      out[f'{prefix}/skipped'] = float(sum(self.counts.values()))
+      out[f'{prefix}/skipped'] = float(self.total)
       out[f'{prefix}/seen'] = float(self.seen)
     return out
 
@@ -126,7 +111,7 @@ class SkipCounter:
     """Raises when more than `max_fraction` of the records seen were
     skipped: a dataset that broken is a mistake, not noise."""
     with self.lock:
-      skipped, seen = sum(self.counts.values()), self.seen
+      skipped, seen = self.total, self.seen
       if not seen or skipped <= max_fraction * seen:
         return
       detail = '; '.join(f'{r}: {n} (e.g. {self.examples[r][0]})'
@@ -249,7 +234,7 @@ class Preprocess:
         logging.warning('Skipping record (%s): %s', e.reason, e)
       # grain keeps reading until it finds a usable record: a split where
       # (nearly) every record is bad must fail here, not spin forever.
-      if self.skipped.count >= _MIN_SKIPS_TO_JUDGE:
+      if self.skipped.total >= _MIN_SKIPS_TO_JUDGE:
         self.skipped.check(self.max_skip_fraction)
       return None
     return out

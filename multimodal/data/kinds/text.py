@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from multimodal import registry
+from multimodal.data import sources
 from multimodal.data.kinds import DataError
 from multimodal.data.kinds import FieldKind
 
@@ -18,26 +19,27 @@ def _is_list(value) -> bool:
   return isinstance(value, (list, tuple, np.ndarray))
 
 
-def _check(text) -> str:
-  if isinstance(text, bytes):
-    text = text.decode('utf-8', errors='replace')
-  if not isinstance(text, str):
-    raise DataError('bad_text', f'expected text, got {type(text).__name__} '
-                    f'{str(text)[:60]!r}')
-  if not text.strip():
-    raise DataError('empty_text', 'empty text')
-  return text
+def _text(value):
+  """`value` (a text, or a list of texts) unchanged, or a DataError with the
+  reason validation would count it under (sources.text_problem)."""
+  problem = sources.text_problem(value)
+  if problem:
+    raise DataError(problem[0], f'the text {problem[1]}')
+  return value
+
+
+def _str(text) -> str:
+  return text.decode('utf-8', errors='replace') if isinstance(
+      text, bytes) else text
 
 
 @registry.register('field', 'text')
 class TextField(FieldKind):
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
-    if _is_list(value):
-      if not len(value):
-        raise DataError('empty_text', 'empty list of texts')
+    if _is_list(value) and len(value):
       value = value[int(rng.integers(len(value)))]
-    return self.tokenizer(_check(value))
+    return self.tokenizer(_str(_text(value)))
 
   def settings(self) -> dict:
     t = self.tokenizer
@@ -60,9 +62,8 @@ class TextsField(FieldKind):
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     del rng  # all of them, no choice
     value = list(value) if _is_list(value) else [value]
-    if not value:
-      raise DataError('empty_text', 'empty list of reference texts')
+    kept = _text(value[:self.max_references])
     out = np.zeros((self.max_references, self.tokenizer.max_len), np.int32)
-    for i, text in enumerate(value[:self.max_references]):
-      out[i] = self.tokenizer(_check(text))
+    for i, text in enumerate(kept):
+      out[i] = self.tokenizer(_str(text))
     return out

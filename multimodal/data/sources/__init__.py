@@ -30,3 +30,4 @@ from multimodal.data.sources.base import RecordError
 from multimodal.data.sources.base import Source
 from multimodal.data.sources.base import validate
 from multimodal.data.sources.base import ValidationReport
+from multimodal.data.sources.base import text_problem

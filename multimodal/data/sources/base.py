@@ -31,9 +31,7 @@ from typing import Any, Iterable
 
 from multimodal import registry
 from multimodal.data.errors import DataError
-
-# Example messages a ValidationReport keeps per reason.
-_MAX_EXAMPLES = 3
+from multimodal.data.errors import ReasonCounts
 
 
 class RecordError(DataError):
@@ -327,20 +325,17 @@ def lookup(record: dict[str, Any], key: str, default=_RAISE):
 
 
 @dataclasses.dataclass
-class ValidationReport:
+class ValidationReport(ReasonCounts):
   """What `validate` found.
 
   Attributes:
+    counts, examples: per reason (ReasonCounts); a record is counted once
+      per reason, and may have several reasons.
     num_checked: records read.
-    counts: reason -> number of records with that problem (a record is
-      counted once per reason, and may have several reasons).
-    examples: reason -> up to 3 one-line messages.
     bad: indices (into the source) of the records with any problem.
     description: the source's describe().
   """
   num_checked: int = 0
-  counts: dict[str, int] = dataclasses.field(default_factory=dict)
-  examples: dict[str, list[str]] = dataclasses.field(default_factory=dict)
   bad: set[int] = dataclasses.field(default_factory=set)
   description: str = ''
 
@@ -348,12 +343,10 @@ class ValidationReport:
   def ok(self) -> bool:
     return not self.bad
 
-  def add(self, index: int, reason: str, message: str) -> None:
+  def add_record(self, index: int, reason: str, message: str) -> None:
+    """Counts a problem of record `index`."""
     self.bad.add(index)
-    self.counts[reason] = self.counts.get(reason, 0) + 1
-    examples = self.examples.setdefault(reason, [])
-    if len(examples) < _MAX_EXAMPLES:
-      examples.append(message)
+    self.add(reason, message)
 
   def summary(self) -> str:
     """Multi-line report: totals, then each reason's count and examples."""
@@ -397,7 +390,7 @@ def validate(source, keys: Iterable[str], text_keys: Iterable[str] = (),
     try:
       record = source[i]
     except RecordError as e:
-      report.add(i, e.reason, str(e))
+      report.add_record(i, e.reason, str(e))
       continue
     rid = record.get('__key__', f'#{i}')
     problems = collections.OrderedDict()
@@ -408,16 +401,19 @@ def validate(source, keys: Iterable[str], text_keys: Iterable[str] = (),
         problems.setdefault('missing_key',
                             f'Record {rid}: no key {key!r} (it has: {have})')
       elif key in text_keys:
-        problem = _text_problem(value)
+        problem = text_problem(value)
         if problem:
           reason, what = problem
           problems.setdefault(reason, f'Record {rid}: {key!r} {what}')
     for reason, message in problems.items():
-      report.add(i, reason, message)
+      report.add_record(i, reason, message)
   return report
 
 
-def _text_problem(value) -> tuple[str, str] | None:
+def text_problem(value) -> tuple[str, str] | None:
+  """(reason, what is wrong) for a value that should be a text or a list
+  of texts, else None: 'empty_text' (empty or whitespace text, an empty
+  list, a list with an empty text) or 'not_text'."""
   if isinstance(value, (str, bytes)):
     return None if _has_text(value) else ('empty_text', 'is empty')
   if isinstance(value, (list, tuple)) or (
