@@ -27,16 +27,13 @@ from multimodal import registry
 from multimodal.data import kinds
 from multimodal.models import build_model
 
-# Tower inputs that are not probed: texts have no class label to fit.
-_TEXT_KINDS = ('text', 'texts')
-
-
 def media_towers(model_config, input_cfg) -> dict[str, str]:
-  """{input field: tower name} of the model's non-text towers."""
+  """{input field: tower name} of the model's towers of non-text fields
+  (texts have no class label to fit)."""
   towers = model_config.get('towers', {})
   inputs = model_config.get('inputs') or {t: t for t in towers}
-  return {f: t for f, t in inputs.items()
-          if t in towers and kinds.kind_of(f, input_cfg) not in _TEXT_KINDS}
+  return {f: t for f, t in inputs.items() if t in towers and not
+          registry.get('field', kinds.kind_of(f, input_cfg)).text}
 
 
 def tower_features(model, config, split: str, media: str,
@@ -67,7 +64,6 @@ def probe(path: str, data_dir: str | None, shots=(1, 5, 10), *,
   if config is None:
     raise ValueError(f'{path} has no config.json: probing needs its input '
                      'settings.')
-  registry.import_modules(config.get('imports', ()))
   if data_dir:
     config.dataset.data_dir = data_dir
   if random_init:

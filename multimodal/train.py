@@ -242,7 +242,7 @@ def validate_data(config, preprocess, source) -> None:
   if not limit:
     return
   text_keys = [k for f, k in preprocess.keys().items()
-               if preprocess.kind_names[f] in ('text', 'texts')]
+               if preprocess.kinds[f].text]
   report = sources.validate(source, list(preprocess.keys().values()),
                             text_keys=text_keys,
                             max_records=None if limit < 0 else limit)

@@ -169,10 +169,8 @@ class Preprocess:
     self.cfg = input_cfg
     self.train = train
     self.tokenizer = tokenizer or make_tokenizer(input_cfg)
-    self.kind_names = {f: kinds_lib.kind_of(f, input_cfg) for f in fields}
-    self.kinds = {f: registry.get('field', k)(input_cfg, train=train,
-                                              tokenizer=self.tokenizer)
-                  for f, k in self.kind_names.items()}
+    self.kinds = {f: registry.get('field', kinds_lib.kind_of(f, input_cfg))(
+        input_cfg, train=train, tokenizer=self.tokenizer) for f in fields}
     unmapped = [f for f in fields if not self.kinds[f].generated
                 and f not in input_cfg.fields]
     if unmapped:

@@ -37,8 +37,11 @@ class FieldKind:
   Attributes:
     generated: True for kinds made from the example's randomness alone (no
       record key), e.g. 'seed'.
+    text: True for kinds whose values are texts: validation before training
+      checks them for empty text, and probes leave them out.
   """
   generated = False
+  text = False
 
   def __init__(self, input_cfg, *, train: bool, tokenizer=None):
     self.cfg = input_cfg

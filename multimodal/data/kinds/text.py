@@ -35,6 +35,7 @@ def _str(text) -> str:
 
 @registry.register('field', 'text')
 class TextField(FieldKind):
+  text = True
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     if _is_list(value) and len(value):
@@ -50,6 +51,7 @@ class TextField(FieldKind):
 
 @registry.register('field', 'texts')
 class TextsField(FieldKind):
+  text = True
 
   def __init__(self, input_cfg, *, train: bool, tokenizer=None):
     super().__init__(input_cfg, train=train, tokenizer=tokenizer)
