@@ -32,6 +32,7 @@ libtcmalloc-minimal4; LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.s
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import statistics
@@ -51,6 +52,7 @@ from projects.digits.configs import contrastive as digits_contrastive
 from multimodal import mesh as mesh_lib
 from multimodal import optimizer as optim_lib
 from multimodal import registry
+from multimodal import runtime
 from multimodal import train
 
 # Dense peak FLOP/s per chip (bf16, and float32 where it differs), from the
@@ -89,9 +91,8 @@ def model_config(name: str, dtype: str):
   else:
     raise ValueError(f'Unknown --model {name!r}: tiny, siglip_b32, '
                      'siglip_b16, caption_b16, digits.')
-  if dtype != 'float32':
-    for tower in c.model.towers.values():
-      tower.dtype = dtype
+  if dtype != 'float32':  # the model's one mixed-precision switch
+    c.model.dtype = dtype
   # Text-generating tasks read their special ids from a tokenizer: any
   # with the framework's ids will do for synthetic batches.
   c.input.tokenizer = digits_data.TOKENIZER_PATH
@@ -198,8 +199,32 @@ def peak_flops(dtype: str) -> tuple[float, str]:
   return float('nan'), f'unknown device {device.device_kind!r}'
 
 
-def run(name: str, batch: int, steps: int, warmup: int, dtype: str) -> dict:
+def apply_overrides(config, overrides) -> None:
+  """--set key=value pairs (as --config.key=value on the trainer); values
+  are Python literals where they parse as one, else strings."""
+  for item in overrides or ():
+    key, sep, text = item.partition('=')
+    if not sep:
+      raise ValueError(f'--set {item!r}: give key=value, e.g. '
+                       'model.towers.image.scan_layers=True')
+    try:
+      value = ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+      value = text
+    *parents, leaf = key.split('.')
+    node = config
+    for part in parents:
+      node = node[part]
+    if leaf not in node:
+      raise KeyError(f'--set {key}: no such config key; keys here: '
+                     f'{sorted(node.keys())}')
+    node[leaf] = value
+
+
+def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
+        overrides=()) -> dict:
   config = model_config(name, dtype)
+  apply_overrides(config, overrides)
   config.batch_size = batch
   config.total_steps = 1000
   config.mesh.data = -1
@@ -211,7 +236,11 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str) -> dict:
   ts = train.make_train_state(config, tx, mesh)
   step_fn = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer)
   with jax.set_mesh(mesh):
-    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    t_build = time.perf_counter() - t0
+    t = time.perf_counter()
+    init = jax.jit(ts.init, out_shardings=ts.shardings).lower().compile()
+    t_init_compile = time.perf_counter() - t
+    state = init()
     jax.block_until_ready(state)
     t_init = time.perf_counter() - t0
     batch_arrays = train.shard_batch(synthetic_batch(config, task, batch),
@@ -253,7 +282,8 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str) -> dict:
       'achieved_flops_per_s': flops / median,
       'peak_flops_per_s': peak, 'peak_source': peak_source,
       'mfu': flops / median / peak / jax.device_count(),
-      'init_s': t_init, 'lower_s': t_lower, 'compile_s': t_compile,
+      'init_s': t_init, 'init_trace_s': t_build,
+      'init_compile_s': t_init_compile, 'lower_s': t_lower, 'compile_s': t_compile,
       'first_step_s': t_first,
       'time_to_first_step_s': t_init + t_lower + t_compile + t_first,
       'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
@@ -271,10 +301,22 @@ def main(argv=None) -> dict:
   parser.add_argument('--warmup', type=int, default=1)
   parser.add_argument('--dtype', default='float32',
                       choices=('float32', 'bfloat16'))
+  parser.add_argument('--set', action='append', default=[],
+                      metavar='KEY=VALUE',
+                      help='config override, e.g. model.towers.image.remat=full '
+                      '(repeatable)')
+  parser.add_argument('--compilation_cache', default='',
+                      help='JAX persistent compilation cache directory (run '
+                      'twice: the second run times a warm cache)')
   parser.add_argument('--json', default=None, help='write the result here')
   args = parser.parse_args(argv)
   batch = args.batch or (16 if args.model == 'tiny' else 32)
-  result = run(args.model, batch, args.steps, args.warmup, args.dtype)
+  runtime.enable_compilation_cache(args.compilation_cache)
+  result = run(args.model, batch, args.steps, args.warmup, args.dtype,
+               args.set)
+  result['allocator'] = runtime.allocator()
+  result['xla_flags'] = os.environ.get('XLA_FLAGS', '')
+  result['overrides'] = ' '.join(args.set)
   width = max(len(k) for k in result)
   for key, value in result.items():
     shown = f'{value:,.4g}' if isinstance(value, float) else value

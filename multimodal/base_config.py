@@ -30,6 +30,11 @@ def base() -> mlc.ConfigDict:
   # (first, last) steps to trace with the JAX profiler into WORKDIR/profile
   # (open with TensorBoard's profile plugin or Perfetto); () traces nothing.
   c.profile_steps = ()
+  # Process set-up before JAX starts (multimodal/runtime.py): extra XLA_FLAGS,
+  # e.g. '--xla_cpu_use_xnnpack=true'; JAX's persistent compilation cache
+  # ('auto': ~/.cache/multimodal/jax; '' turns it off).
+  c.xla_flags = ''
+  c.compilation_cache_dir = 'auto'
   c.train_split = 'train'
   c.eval_split = 'test'
   # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices
@@ -74,6 +79,8 @@ def base() -> mlc.ConfigDict:
   c.input.num_threads = 2
   c.input.prefetch = 64
   c.input.num_workers = 0
+  # Training batches placed on the devices ahead of their step.
+  c.input.device_prefetch = 2
 
   # frozen: regexes of parameters that never change (e.g. '^towers/image/'
   # for a LiT-style locked tower); lr_mults: ((regex, multiplier), ...).

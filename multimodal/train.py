@@ -40,9 +40,11 @@ from multimodal import metrics_writer
 from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import registry
+from multimodal import runtime
 from multimodal import sharding
 from multimodal import tree as tree_lib
 from multimodal.data import pipeline
+from multimodal.data import prefetch
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
@@ -277,7 +279,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
   mesh_lib.check_batch_size(config.eval_batch_size, mesh)
   task = registry.get('task', config.task)(config)
   log(f'Devices: {jax.device_count()} ({jax.devices()[0].platform}), '
-      f'processes: {jax.process_count()}, mesh: {dict(mesh.shape)}')
+      f'processes: {jax.process_count()}, mesh: {dict(mesh.shape)}, '
+      f'allocator: {runtime.allocator()}, compilation cache: '
+      f'{jax.config.jax_compilation_cache_dir or "off"}')
 
   tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
   lr_schedule = optim_lib.schedule(config.optimizer, config.total_steps)
@@ -302,10 +306,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
   if train_source is None:
     train_source = pipeline.open_source(config.dataset, config.train_split)
   per_process = config.batch_size // jax.process_count()
-  train_iter, preprocess, num_train = pipeline.make_iterator(
+  host_iter, preprocess, num_train = pipeline.make_iterator(
       config, config.train_split, train=True, fields=task.fields,
       batch_size=per_process, process_index=jax.process_index(),
       process_count=jax.process_count(), source=train_source)
+  train_iter = prefetch.DevicePrefetch(
+      host_iter, lambda b: shard_batch(b, batch_sharding),
+      config.input.get('device_prefetch', 2))
   eval_source = pipeline.open_source(config.dataset, config.eval_split)
   for note in text_lib.check_vocab(config.model, preprocess.tokenizer):
     log(note)
@@ -346,8 +353,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
   try:
     while step < config.total_steps:
       profiler.before_step(step + 1)
-      batch = shard_batch(next(train_iter), batch_sharding)
-      with jax.set_mesh(mesh):
+      batch = next(train_iter)
+      # The step reads only device arrays: an implicit transfer (a host
+      # value passed in, or a host sync inside) is an error, not a stall.
+      with jax.set_mesh(mesh), jax.transfer_guard('disallow'):
         state, metrics = train_step(state, batch)
       step += 1
       profiler.after_step(step, metrics)
@@ -406,8 +415,10 @@ def main(argv):
   if _CONFIG.value is None or _WORKDIR.value is None:
     raise app.UsageError('Both --config and --workdir are required.')
   logging.set_verbosity(logging.WARNING)
-  # Before anything touches a device: JAX cannot join a multi-process job
-  # afterwards.
+  # Before anything touches a device: the allocator, XLA flags and the
+  # compilation cache are read when JAX starts, and JAX cannot join a
+  # multi-process job afterwards.
+  runtime.prepare(_CONFIG.value)
   distributed.initialize(_CONFIG.value.get('distributed'))
   train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 

@@ -1,0 +1,123 @@
+"""Process set-up that must happen before JAX starts: the memory allocator,
+XLA flags and the persistent compilation cache.
+
+`python -m multimodal.train` calls `prepare(config)` first thing in main:
+
+* tcmalloc: glibc malloc costs a CPU host seconds per large training step in
+  page faults (benchmarks/README.md measures it); when
+  libtcmalloc_minimal.so.4 is installed (Debian/Ubuntu:
+  `apt-get install libtcmalloc-minimal4`) and not yet loaded, the process
+  re-executes itself once with it in LD_PRELOAD. The allocator has to be in
+  place before Python starts, hence the re-exec. MULTIMODAL_TCMALLOC=0 turns
+  this off; MULTIMODAL_TCMALLOC=/path/to/lib.so picks another library.
+* config.xla_flags: extra XLA_FLAGS (e.g. '--xla_cpu_use_xnnpack=true'),
+  which XLA reads once, when the backend starts.
+* config.compilation_cache_dir: JAX's persistent compilation cache, so a
+  rerun (a resumed job, the same experiment with another seed) loads the
+  compiled step instead of compiling it again. 'auto' (the default) is
+  $XDG_CACHE_HOME/multimodal/jax (~/.cache/multimodal/jax); '' turns it off.
+"""
+from __future__ import annotations
+
+import os
+import sys
+
+TCMALLOC_PATHS = (
+    '/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4',
+    '/usr/lib/aarch64-linux-gnu/libtcmalloc_minimal.so.4',
+    '/usr/lib64/libtcmalloc_minimal.so.4',
+    '/usr/lib/libtcmalloc_minimal.so.4',
+)
+_ENV = 'MULTIMODAL_TCMALLOC'
+_REEXECED = 'MULTIMODAL_TCMALLOC_REEXEC'
+
+
+def tcmalloc_library() -> str | None:
+  """The tcmalloc library to preload, or None (absent, or turned off)."""
+  choice = os.environ.get(_ENV, '')
+  if choice == '0':
+    return None
+  if choice and choice != '1':
+    if not os.path.exists(choice):
+      raise FileNotFoundError(f'{_ENV}={choice}: no such file; give the path '
+                              'of libtcmalloc_minimal.so.4, or 0 to turn the '
+                              'preload off.')
+    return choice
+  return next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
+
+
+def allocator() -> str:
+  """'tcmalloc' when it is loaded in this process, else 'glibc malloc'."""
+  try:
+    with open('/proc/self/maps') as f:
+      return 'tcmalloc' if 'tcmalloc' in f.read() else 'glibc malloc'
+  except OSError:  # not Linux
+    return 'system malloc'
+
+
+def preload_tcmalloc(module: str, argv: list[str]) -> None:
+  """Re-executes `python -m module argv...` with tcmalloc preloaded, once.
+
+  Returns without doing anything when tcmalloc is already loaded, is not
+  installed, is turned off, or this process is the re-executed one. The
+  process keeps its PID (execv), so launchers' signals still reach it.
+  """
+  if os.environ.get(_REEXECED) or allocator() == 'tcmalloc':
+    return
+  library = tcmalloc_library()
+  if library is None:
+    return
+  env = dict(os.environ)
+  env['LD_PRELOAD'] = ':'.join(
+      p for p in (library, env.get('LD_PRELOAD', '')) if p)
+  env[_REEXECED] = '1'
+  sys.stdout.flush()
+  sys.stderr.flush()
+  os.execve(sys.executable, [sys.executable, '-m', module, *argv[1:]], env)
+
+
+def cache_dir(setting: str | None) -> str | None:
+  """The compilation cache directory for config.compilation_cache_dir."""
+  if not setting:
+    return None
+  if setting == 'auto':
+    base = os.environ.get('XDG_CACHE_HOME') or os.path.join(
+        os.path.expanduser('~'), '.cache')
+    return os.path.join(base, 'multimodal', 'jax')
+  return os.path.abspath(os.path.expanduser(setting))
+
+
+def set_xla_flags(flags: str | None) -> None:
+  """Appends `flags` to XLA_FLAGS; must run before the JAX backend starts."""
+  if not flags:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  # pylint: disable-next=protected-access
+  if jax._src.xla_bridge.backends_are_initialized():
+    raise RuntimeError(f'config.xla_flags={flags!r} came after JAX started '
+                       'its backend; set XLA_FLAGS in the environment '
+                       'instead.')
+  current = os.environ.get('XLA_FLAGS', '')
+  if flags not in current:
+    os.environ['XLA_FLAGS'] = f'{current} {flags}'.strip()
+
+
+def enable_compilation_cache(setting: str | None) -> str | None:
+  """Turns JAX's persistent compilation cache on; returns its directory."""
+  directory = cache_dir(setting)
+  if directory is None:
+    return None
+  import jax  # pylint: disable=g-import-not-at-top
+  os.makedirs(directory, exist_ok=True)
+  jax.config.update('jax_compilation_cache_dir', directory)
+  # Small programs (eval helpers, initialisers) are worth caching too: a
+  # resumed run compiles every one of them again otherwise.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  return directory
+
+
+def prepare(config, module: str = 'multimodal.train') -> None:
+  """All of the above, from an experiment config; first thing in main."""
+  preload_tcmalloc(module, sys.argv)
+  set_xla_flags(config.get('xla_flags', ''))
+  enable_compilation_cache(config.get('compilation_cache_dir', 'auto'))
