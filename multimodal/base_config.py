@@ -35,6 +35,12 @@ def base() -> mlc.ConfigDict:
   # ('auto': ~/.cache/multimodal/jax; '' turns it off).
   c.xla_flags = ''
   c.compilation_cache_dir = 'auto'
+  # A step with a non-finite loss or gradient norm never updates the model.
+  # 'stop': training stops (checked every log_every steps and before every
+  # checkpoint, so the checkpoints stay good); 'skip': carry on, and stop
+  # after max_nonfinite_in_a_row such steps in a row.
+  c.on_nonfinite = 'stop'
+  c.max_nonfinite_in_a_row = 10
   c.train_split = 'train'
   c.eval_split = 'test'
   # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -91,21 +92,46 @@ def make_train_state(config, tx, mesh) -> TrainState:
     model = build_model(config.model, rngs=nnx.Rngs(config.seed))
     params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
     return {'params': params, 'opt_state': tx.init(params),
-            'step': jnp.zeros((), jnp.int32)}
+            'step': jnp.zeros((), jnp.int32), 'health': initial_health()}
 
   abstract = jax.eval_shape(init)
   shardings = sharding.state_shardings(abstract, param_shardings, mesh)
   return TrainState(graphdef, init, abstract, shardings, rules)
 
 
+NONFINITE_POLICIES = ('stop', 'skip')
+
+
+def initial_health() -> dict:
+  """The train state's record of non-finite steps (int32 scalars).
+
+  skipped: steps whose loss or gradient norm was not finite (their update
+    was not applied); in_a_row: how many of the latest steps were such;
+  worst_run: the longest such run so far; first_bad: the first such step
+    (1-based), -1 while there is none.
+  """
+  zero = jnp.zeros((), jnp.int32)
+  return {'skipped': zero, 'in_a_row': zero, 'worst_run': zero,
+          'first_bad': zero - 1}
+
+
 def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
-                    config_opt=None):
+                    config_opt=None, on_nonfinite: str = 'stop'):
   """The jitted step: (state, global batch) -> (new state, metrics).
 
   The state is donated (updated in place) and keeps `ts.shardings`; metrics
   are replicated float32 scalars. `config_opt` (config.optimizer) names the
   frozen parameters, if any.
+
+  A step whose loss or gradient norm is not finite never changes the
+  parameters or the optimizer state; `state['health']` counts it (see
+  initial_health). on_nonfinite='stop' also freezes every later update, so
+  the state the host finds when it checks (check_health) is the one before
+  the first bad step; 'skip' carries on with the next batch.
   """
+  if on_nonfinite not in NONFINITE_POLICIES:
+    raise ValueError(f'config.on_nonfinite={on_nonfinite!r}: use one of '
+                     f'{NONFINITE_POLICIES}.')
   config_opt = config_opt or {}
 
   frozen = optim_lib.frozen_mask(config_opt, ts.abstract['params'])
@@ -124,14 +150,63 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
           state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
     params = optax.apply_updates(state['params'], updates)
-    metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
+    grad_norm = optax.tree.norm(grads)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    health = state['health']
+    apply = finite
+    if on_nonfinite == 'stop':
+      apply = apply & (health['first_bad'] < 0)
+    # A select per value, fused into the optimizer's elementwise update.
+    keep = lambda new, old: jax.tree.map(
+        lambda n, o: jnp.where(apply, n, o), new, old)
+    params = keep(params, state['params'])
+    opt_state = keep(opt_state, state['opt_state'])
+    bad = (~finite).astype(jnp.int32)
+    in_a_row = (health['in_a_row'] + 1) * bad
+    health = {'skipped': health['skipped'] + bad, 'in_a_row': in_a_row,
+              'worst_run': jnp.maximum(health['worst_run'], in_a_row),
+              'first_bad': jnp.where((health['first_bad'] < 0) & (bad > 0),
+                                     state['step'] + 1, health['first_bad'])}
+    metrics = dict(metrics, loss=loss, grad_norm=grad_norm,
                    lr=lr_schedule(state['step']))
     return ({'params': params, 'opt_state': opt_state,
-             'step': state['step'] + 1}, metrics)
+             'step': state['step'] + 1, 'health': health}, metrics)
 
   return jax.jit(train_step, donate_argnums=0,
                  in_shardings=(ts.shardings, mesh_lib.batch_sharding(mesh)),
                  out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
+
+
+# Exit status of `python -m multimodal.train` when training stopped on
+# non-finite losses (config.on_nonfinite).
+EXIT_NONFINITE = 3
+
+
+class NonFiniteError(FloatingPointError):
+  """Training stopped on non-finite losses (config.on_nonfinite)."""
+
+
+def check_health(health, config, step: int) -> dict:
+  """Reads state['health'] (a host sync) and raises NonFiniteError when the
+  run must stop: with on_nonfinite='stop' at the first non-finite step, with
+  'skip' after config.max_nonfinite_in_a_row of them in a row. Returns the
+  counts as ints."""
+  h = {k: int(v) for k, v in jax.device_get(health).items()}
+  fix = ('Lower config.optimizer.lr, raise config.optimizer.warmup_steps, or '
+         'check the inputs')
+  if config.get('on_nonfinite', 'stop') == 'stop' and h['first_bad'] >= 0:
+    raise NonFiniteError(
+        f'The loss or gradient norm was not finite at step {h["first_bad"]} '
+        f'(noticed at step {step}); no update was applied from then on and no '
+        f'checkpoint was written after step {h["first_bad"] - 1}. {fix}, or '
+        'set config.on_nonfinite=skip to skip such steps.')
+  limit = config.get('max_nonfinite_in_a_row', 10)
+  if h['worst_run'] >= limit:
+    raise NonFiniteError(
+        f'{h["worst_run"]} steps in a row had a non-finite loss or gradient '
+        f'norm (config.max_nonfinite_in_a_row={limit}; {h["skipped"]} skipped '
+        f'in all, the first at step {h["first_bad"]}). {fix}.')
+  return h
 
 
 def read_init_from(config, ts: TrainState) -> dict:
@@ -289,7 +364,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
   log(sharding.describe(ts.shardings, ts.abstract) +
       f' (rules: {config.sharding.rules})')
   train_step = make_train_step(task, tx, lr_schedule, ts, mesh,
-                               config.optimizer)
+                               config.optimizer,
+                               config.get('on_nonfinite', 'stop'))
   groups = optim_lib.group_sizes(config.optimizer, ts.abstract['params'])
   if len(groups) > 1:
     log('Parameter groups (values): ' + ', '.join(
@@ -371,17 +447,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
         metrics = {f'train/{k}': float(v) for k, v in metrics.items()}
         metrics['train/examples_per_sec'] = rate
         metrics.update(preprocess.skipped.metrics())
+        health = check_health(state['health'], config, step)
+        metrics['train/nonfinite_skipped'] = health['skipped']
         writer.write(step, metrics)
         log(f'step {step:5d}/{config.total_steps}  loss {metrics["train/loss"]:.4f}  '
-            f'{rate:7.1f} ex/s  ETA {eta / 60:5.1f} min')
-        if not np.isfinite(metrics['train/loss']):
-          raise FloatingPointError(
-              f'Loss is {metrics["train/loss"]} at step {step}; lower '
-              'config.optimizer.lr or check the inputs.')
+            f'{rate:7.1f} ex/s  ETA {eta / 60:5.1f} min'
+            + (f'  ({health["skipped"]} non-finite steps skipped)'
+               if health['skipped'] else ''))
         t_last, step_last = now, step
         preprocess.skipped.check(config.input.max_skip_fraction)
       stop = guard.agreed()
       if step % config.checkpoint_every == 0 or stop:
+        check_health(state['health'], config, step)  # never save a bad state
         checkpointer.save(step, state, train_iter, force=stop)
       if stop:
         log(f'Preempted at step {step}: checkpoint saved, exiting.')
@@ -390,6 +467,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
         ev = evaluate(config, task, ts, state['params'], mesh, eval_source)
         writer.write(step, ev)
         log(f'step {step:5d}  ' + task.summary(ev, config.eval_split))
+    check_health(state['health'], config, step)
     if checkpointer.latest_step() != step:
       checkpointer.save(step, state, train_iter, force=True)
     final = evaluate(config, task, ts, state['params'], mesh, eval_source)
@@ -420,7 +498,11 @@ def main(argv):
   # multi-process job afterwards.
   runtime.prepare(_CONFIG.value)
   distributed.initialize(_CONFIG.value.get('distributed'))
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except NonFiniteError as e:
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(EXIT_NONFINITE)
 
 
 if __name__ == '__main__':

@@ -1,0 +1,98 @@
+"""Divergence: a non-finite loss never reaches the parameters, the optimizer
+state or a checkpoint; config.on_nonfinite picks 'stop' or 'skip'."""
+from __future__ import annotations
+
+import os
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+from multimodal import mesh as mesh_lib
+from multimodal import optimizer as optim_lib
+from multimodal import registry
+from multimodal import train
+from multimodal.data import pipeline
+
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
+POISONED = (3, 4)  # 1-based steps whose batch holds a NaN image
+
+
+def _run(config, policy, steps=6):
+  """Runs `steps` train steps of the tiny digits model, poisoning POISONED;
+  returns the state after every step."""
+  config.on_nonfinite = policy
+  mesh = mesh_lib.build_mesh(config.mesh)
+  task = registry.get('task', config.task)(config)
+  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
+  lr = optim_lib.schedule(config.optimizer, config.total_steps)
+  ts = train.make_train_state(config, tx, mesh)
+  step_fn = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer,
+                                  policy)
+  it, _, _ = pipeline.make_iterator(config, 'train', train=True,
+                                    fields=task.fields, batch_size=8)
+  states = []
+  with jax.set_mesh(mesh):
+    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    for step in range(1, steps + 1):
+      batch = next(it)
+      if step in POISONED:
+        batch['image'][0, 0, 0] = np.nan
+      state, _ = step_fn(state, train.shard_batch(
+          batch, mesh_lib.batch_sharding(mesh)))
+      states.append(jax.tree.map(np.asarray, state))
+  return states
+
+
+def _same(a, b):
+  return all(np.array_equal(x, y) for x, y in
+             zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def test_skip_policy_drops_only_the_poisoned_updates(tiny_config):
+  states = _run(tiny_config, 'skip')
+  for step in POISONED:  # params and Adam moments as before the bad step
+    before, after = states[step - 2], states[step - 1]
+    assert _same(after['params'], before['params'])
+    assert _same(after['opt_state'], before['opt_state'])
+  assert not _same(states[4]['params'], states[3]['params'])  # step 5 trains
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(states[-1]))
+  health = states[-1]['health']
+  assert (int(health['skipped']), int(health['in_a_row']),
+          int(health['worst_run']), int(health['first_bad'])) == (2, 0, 2, 3)
+  train.check_health(health, tiny_config, 6)  # 2 in a row < 10: carry on
+  tiny_config.max_nonfinite_in_a_row = 2
+  with pytest.raises(train.NonFiniteError, match='2 steps in a row'):
+    train.check_health(health, tiny_config, 6)
+
+
+def test_stop_policy_freezes_the_state_at_the_first_bad_step(tiny_config):
+  states = _run(tiny_config, 'stop')
+  for later in states[POISONED[0] - 1:]:  # nothing moves after step 2
+    assert _same(later['params'], states[1]['params'])
+  with pytest.raises(train.NonFiniteError,
+                     match='not finite at step 3.*on_nonfinite=skip'):
+    train.check_health(states[-1]['health'], tiny_config, 6)
+  train.check_health(states[1]['health'], tiny_config, 2)  # before: fine
+
+
+def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(
+    tiny_config, tmp_path):
+  cfg = tiny_config
+  cfg.total_steps = 8
+  cfg.log_every = 4
+  cfg.checkpoint_every = 1
+  cfg.optimizer.lr = 1e30  # finite updates that blow the activations up
+  cfg.optimizer.warmup_steps = 0
+  cfg.optimizer.clip_norm = 0.0
+  with pytest.raises(train.NonFiniteError, match='not finite at step') as e:
+    train.train_and_evaluate(cfg, str(tmp_path))
+  first_bad = int(str(e.value).split('not finite at step ')[1].split()[0])
+  mngr = ocp.CheckpointManager(os.path.join(tmp_path, 'checkpoints'))
+  last = mngr.latest_step()
+  assert last == first_bad - 1, (last, first_bad)
+  params = mngr.restore(last, args=ocp.args.Composite(
+      state=ocp.args.StandardRestore()))['state']['params']
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
