@@ -19,6 +19,7 @@ import dataclasses
 import json
 import math
 import os
+import sys
 import time
 from typing import Any, Callable
 
@@ -34,6 +35,7 @@ import optax
 
 from multimodal import checkpoint as ckpt_lib
 from multimodal import config as config_lib
+from multimodal import config_checks
 from multimodal import distributed
 from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
@@ -267,6 +269,7 @@ def validate_data(config, preprocess, source) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns the final evaluation metrics."""
   registry.import_modules(config.get('imports', ()))
+  config_checks.check(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -409,7 +412,15 @@ def main(argv):
   # Before anything touches a device: JAX cannot join a multi-process job
   # afterwards.
   distributed.initialize(_CONFIG.value.get('distributed'))
-  train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except config_checks.ConfigError as e:
+    if os.environ.get('MULTIMODAL_TRACEBACK', '0') not in ('', '0'):
+      raise
+    # A config mistake needs its one line, not a traceback (exit code 2,
+    # as for bad flags: config.parse_flags).
+    print(f'error: {e}', file=sys.stderr, flush=True)
+    sys.exit(2)
 
 
 if __name__ == '__main__':
