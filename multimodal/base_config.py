@@ -24,6 +24,10 @@ def base() -> mlc.ConfigDict:
   c.batch_size = 64
   c.eval_batch_size = 64
   c.log_every = 25
+  # Steps between evaluations (0: only the final one) and between
+  # checkpoints (>= 1: the last step and a preemption always save, so a
+  # large value saves rarely). multimodal/config_checks.py checks these and
+  # every other key before a run starts.
   c.eval_every = 0
   c.checkpoint_every = 500
   c.checkpoint_keep = 2

@@ -35,6 +35,7 @@ import optax
 
 from multimodal import checkpoint as ckpt_lib
 from multimodal import config as config_lib
+from multimodal import config_checks
 from multimodal import distributed
 from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
@@ -177,8 +178,10 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
                  out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
 
 
-# Exit status of `python -m multimodal.train` when training stopped on
-# non-finite losses (config.on_nonfinite).
+# Exit status of `python -m multimodal.train`: a config mistake (as for bad
+# flags, config.parse_flags), training stopped on non-finite losses
+# (config.on_nonfinite).
+EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
 
 
@@ -344,6 +347,7 @@ def validate_data(config, preprocess, source) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
   """Runs (or resumes) training; returns the final evaluation metrics."""
   registry.import_modules(config.get('imports', ()))
+  config_checks.check(config, workdir)
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -500,9 +504,14 @@ def main(argv):
   distributed.initialize(_CONFIG.value.get('distributed'))
   try:
     train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  except NonFiniteError as e:
+  except (config_checks.ConfigError, NonFiniteError) as e:
+    if os.environ.get('MULTIMODAL_TRACEBACK', '0') not in ('', '0'):
+      raise
+    # A config mistake or a diverged run needs its one line, not a
+    # traceback; the exit status says which (EXIT_CONFIG, EXIT_NONFINITE).
     print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(EXIT_NONFINITE)
+    sys.exit(EXIT_CONFIG if isinstance(e, config_checks.ConfigError)
+             else EXIT_NONFINITE)
 
 
 if __name__ == '__main__':

@@ -64,7 +64,7 @@ def build(evals, task) -> dict[str, Evaluator]:
     cls = registry.get('evaluator', kind)
     try:
       out[name] = cls(task, **args)
-    except TypeError as e:
+    except (TypeError, ValueError) as e:
       raise ValueError(f'config.evals.{name} (type {kind!r}): {e}') from e
   return out
 

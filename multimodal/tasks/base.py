@@ -32,6 +32,9 @@ class Task:
   """Base of the tasks (contract in multimodal/tasks/__init__.py)."""
   fields: list[str]
   outputs_fn: Any
+  # Methods the task calls on config.model's class: the config check names
+  # a model without them (and the registered models that have them).
+  model_methods: tuple[str, ...] = ()
 
   def build_evaluators(self, config) -> None:
     self.evaluators = evaluators.build(config.get('evals'), self)

@@ -33,6 +33,7 @@ from multimodal.tasks import text_generation
 
 @registry.register('task', 'captioning')
 class CaptioningTask(base.Task):
+  model_methods = ('encode',)
 
   def __init__(self, config):
     self.config = config

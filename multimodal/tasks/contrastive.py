@@ -22,6 +22,7 @@ from multimodal.tasks import base
 
 @registry.register('task', 'contrastive')
 class ContrastiveTask(base.Task):
+  model_methods = ('loss',)
 
   def __init__(self, config):
     self.config = config

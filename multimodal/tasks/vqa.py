@@ -55,6 +55,7 @@ def per_question(questions, memory, memory_mask):
 
 @registry.register('task', 'vqa')
 class VqaTask(base.Task):
+  model_methods = ('encode',)
 
   def __init__(self, config):
     self.config = config

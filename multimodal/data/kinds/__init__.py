@@ -56,6 +56,13 @@ class FieldKind:
     preprocess.json); {} when nothing is needed."""
     return {}
 
+  def example_shape(self) -> tuple[tuple[int, ...], Any] | None:
+    """(shape, NumPy dtype) of the array one example holds, known from the
+    config alone; None when it depends on the data. The config check
+    (multimodal/config_checks.py) traces the training loss on batches of
+    these shapes, and skips that when a kind returns None."""
+    return None
+
 
 def kind_of(field: str, input_cfg) -> str:
   """The registered kind name of output field `field` (module docstring)."""

@@ -55,5 +55,8 @@ class AudioField(FieldKind):
     shift = int(rng.integers(0, free + 1)) if self.train else free // 2
     return audio_lib.shift_frames(feats, shift)
 
+  def example_shape(self):
+    return (self.mel.num_frames, self.mel.num_mels), np.float32
+
   def settings(self) -> dict:
     return {'log_mel': dataclasses.asdict(self.mel)}

@@ -45,6 +45,9 @@ class ImageField(FieldKind):
                                 max_rotate=aug.max_rotate)
     return image_lib.to_array(img, self.size)
 
+  def example_shape(self):
+    return (self.size, self.size, self.channels), np.float32
+
   def settings(self) -> dict:
     return {'size': self.size, 'channels': self.channels,
             'range': [-1.0, 1.0]}

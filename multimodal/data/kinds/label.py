@@ -12,6 +12,9 @@ from multimodal.data.kinds import FieldKind
 @registry.register('field', 'label')
 class LabelField(FieldKind):
 
+  def example_shape(self):
+    return (), np.int32
+
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     del rng
     if isinstance(value, bytes):

@@ -12,6 +12,9 @@ from multimodal.data.kinds import FieldKind
 class SeedField(FieldKind):
   generated = True
 
+  def example_shape(self):
+    return (), np.int32
+
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     del value
     return np.int32(rng.integers(0, np.iinfo(np.int32).max))

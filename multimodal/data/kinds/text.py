@@ -42,6 +42,9 @@ class TextField(FieldKind):
       value = value[int(rng.integers(len(value)))]
     return self.tokenizer(_str(_text(value)))
 
+  def example_shape(self):
+    return (self.tokenizer.max_len,), np.int32
+
   def settings(self) -> dict:
     t = self.tokenizer
     return {'max_len': t.max_len, 'pad_id': t.pad_id, 'bos_id': t.bos_id,
@@ -60,6 +63,9 @@ class TextsField(FieldKind):
       raise ValueError('Reference fields (kind texts) need '
                        'config.input.max_references >= 1 (the number of '
                        'texts kept per example).')
+
+  def example_shape(self):
+    return (self.max_references, self.tokenizer.max_len), np.int32
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     del rng  # all of them, no choice

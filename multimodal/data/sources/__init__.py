@@ -10,7 +10,9 @@
 Importing this package registers them all (`registry.get('source', NAME)`);
 `open_source(config.dataset, 'train[:90%]')` opens a (sliced) split and
 `validate(source, keys, text_keys)` counts unreadable records before
-training. See base.py for what a source is;
+training. Each opener also carries a config check (`base.checked_by`)
+that the trainer runs before reading anything (multimodal/config_checks.py).
+See base.py for what a source is;
 `python -m multimodal.data.sources.index_webdataset PATTERN` caches shard
 indexes ahead of training.
 """

@@ -179,6 +179,50 @@ def cfg_keys(cfg, key: str) -> tuple[str, ...]:
   return (value,) if isinstance(value, str) else tuple(value)
 
 
+def checked_by(check):
+  """Decorator that gives a source opener its config check.
+
+  `check(dataset_cfg, splits, keys) -> [problem, ...]` reports what is
+  wrong with config.dataset for this source without reading a record:
+  settings, split names, paths, and record keys the source's metadata
+  lists. `splits` maps the config key to the split name without its slice
+  ({'train_split': 'train', 'eval_split': 'test'}); `keys` is
+  config.input.fields (output field -> the record key it reads). Each
+  problem is one line naming its key (multimodal.config_checks.problem).
+  Run by multimodal.config_checks.check before training; a source without
+  a check is opened as before.
+  """
+  def wrap(opener):
+    opener.check_config = check
+    return opener
+  return wrap
+
+
+def check_each_split(dataset_cfg, splits: dict[str, str], locate
+                     ) -> list[str]:
+  """Problems from `locate(dataset_cfg, split)` (which finds a split's
+  files and raises ValueError or OSError when it cannot) for each split."""
+  from multimodal.config_checks import problem  # pylint: disable=g-import-not-at-top
+  out = []
+  for key, split in splits.items():
+    try:
+      locate(dataset_cfg, split)
+    except (ValueError, OSError) as e:
+      out.append(problem(key, split, str(e)))
+  return out
+
+
+def check_keys(keys: dict[str, str], has_key, what: str,
+               have: Iterable[str]) -> list[str]:
+  """Problems for the record keys (`keys`: field -> record key) for which
+  `has_key(key)` is False; `what` names the records, `have` lists their
+  keys."""
+  from multimodal.config_checks import problem  # pylint: disable=g-import-not-at-top
+  return [problem(f'input.fields.{field}', key, f'{what} records have no '
+                  f'key {key!r}; they have {", ".join(sorted(have))}')
+          for field, key in sorted(keys.items()) if not has_key(key)]
+
+
 def cfg_require(cfg, key: str, source: str, example: str):
   value = cfg_get(cfg, key)
   if value is None or value == '':

@@ -27,27 +27,33 @@ from multimodal import registry
 from multimodal.data.sources import base
 
 
+def split_files(root: str, split: str) -> tuple[str, str]:
+  """(annotation file, image directory) of `split`, or a clear
+  FileNotFoundError."""
+  root = os.path.abspath(os.path.expanduser(root))
+  annotations = os.path.join(root, 'annotations', f'captions_{split}.json')
+  if not os.path.isfile(annotations):
+    have = sorted(f for f in _listdir(os.path.join(root, 'annotations'))
+                  if f.startswith('captions_'))
+    raise FileNotFoundError(
+        f'COCO captions of split {split!r} not found: {annotations} '
+        f'does not exist (caption files there: {have or "none"}). '
+        'config.dataset.root must hold annotations/captions_SPLIT.json.')
+  image_dir = os.path.join(root, split)
+  if not os.path.isdir(image_dir):
+    raise FileNotFoundError(
+        f'COCO images of split {split!r} not found: {image_dir} is '
+        'not a directory (expected ROOT/SPLIT/FILE_NAME).')
+  return annotations, image_dir
+
+
 class CocoCaptionsSource(base.Source):
   """Images with their captions, from `root` for split `split`."""
 
   def __init__(self, root: str, split: str):
     self.root = os.path.abspath(os.path.expanduser(root))
     self.split = split
-    self.annotations = os.path.join(self.root, 'annotations',
-                                    f'captions_{split}.json')
-    if not os.path.isfile(self.annotations):
-      have = sorted(f for f in _listdir(os.path.join(self.root,
-                                                     'annotations'))
-                    if f.startswith('captions_'))
-      raise FileNotFoundError(
-          f'COCO captions of split {split!r} not found: {self.annotations} '
-          f'does not exist (caption files there: {have or "none"}). '
-          'config.dataset.root must hold annotations/captions_SPLIT.json.')
-    self.image_dir = os.path.join(self.root, split)
-    if not os.path.isdir(self.image_dir):
-      raise FileNotFoundError(
-          f'COCO images of split {split!r} not found: {self.image_dir} is '
-          'not a directory (expected ROOT/SPLIT/FILE_NAME).')
+    self.annotations, self.image_dir = split_files(self.root, split)
     with open(self.annotations, encoding='utf-8') as f:
       data = json.load(f)
     if not isinstance(data, dict) or not {'images', 'annotations'} <= set(
@@ -98,8 +104,22 @@ def _listdir(path: str) -> list[str]:
     return []
 
 
-@registry.register('source', 'coco_captions')
-def open_coco_captions(dataset_cfg, split: str) -> CocoCaptionsSource:
-  root = base.cfg_require(dataset_cfg, 'root', 'coco_captions',
+def _root(dataset_cfg) -> str:
+  return base.cfg_require(dataset_cfg, 'root', 'coco_captions',
                           "'~/data/coco'")
-  return CocoCaptionsSource(root, split)
+
+
+RECORD_KEYS = ('image', 'captions', 'image_id', 'file_name', '__key__')
+
+
+def _check(dataset_cfg, splits, keys):
+  return base.check_each_split(
+      dataset_cfg, splits, lambda cfg, split: split_files(_root(cfg), split)
+  ) + base.check_keys(keys, RECORD_KEYS.__contains__, 'coco_captions',
+                      RECORD_KEYS)
+
+
+@registry.register('source', 'coco_captions')
+@base.checked_by(_check)
+def open_coco_captions(dataset_cfg, split: str) -> CocoCaptionsSource:
+  return CocoCaptionsSource(_root(dataset_cfg), split)

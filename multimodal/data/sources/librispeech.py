@@ -126,7 +126,20 @@ class LibriSpeechSource(base.Source):
     return text
 
 
+RECORD_KEYS = ('audio', 'text', 'speaker_id', 'chapter_id', 'id', '__key__')
+
+
+def _check(dataset_cfg, splits, keys):
+  return base.check_each_split(
+      dataset_cfg, splits, lambda cfg, split: split_dir(
+          base.cfg_require(cfg, 'root', 'librispeech',
+                           "'~/data/LibriSpeech'"), split)
+  ) + base.check_keys(keys, RECORD_KEYS.__contains__, 'librispeech',
+                      RECORD_KEYS)
+
+
 @registry.register('source', 'librispeech')
+@base.checked_by(_check)
 def open_librispeech(dataset_cfg, split: str) -> LibriSpeechSource:
   root = base.cfg_require(dataset_cfg, 'root', 'librispeech',
                           "'~/data/LibriSpeech'")

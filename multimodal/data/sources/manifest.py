@@ -265,13 +265,24 @@ def _manifest_path(dataset_cfg, split: str, fmt: str, example: str) -> str:
   return path
 
 
+def _check(fmt: str, example: str):
+  def check(dataset_cfg, splits, keys):
+    del keys  # known only by reading a record (or a CSV's header)
+    return base.check_each_split(
+        dataset_cfg, splits,
+        lambda cfg, split: _manifest_path(cfg, split, fmt, example))
+  return check
+
+
 @registry.register('source', 'jsonl')
+@base.checked_by(_check('jsonl', 'data/train.jsonl'))
 def open_jsonl(dataset_cfg, split: str) -> JsonlSource:
   path = _manifest_path(dataset_cfg, split, 'jsonl', 'data/train.jsonl')
   return JsonlSource(path, base.cfg_keys(dataset_cfg, 'path_keys'))
 
 
 @registry.register('source', 'csv')
+@base.checked_by(_check('csv', 'data/train.csv'))
 def open_csv(dataset_cfg, split: str) -> CsvSource:
   path = _manifest_path(dataset_cfg, split, 'csv', 'data/train.csv')
   return CsvSource(path, base.cfg_keys(dataset_cfg, 'path_keys'),

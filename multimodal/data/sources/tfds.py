@@ -10,6 +10,7 @@ decoded dict (so it costs nothing measurable).
 """
 from __future__ import annotations
 
+import difflib
 import os
 from typing import Any
 
@@ -38,9 +39,9 @@ class TfdsSource(base.Source):
             f'{len(self)} records')
 
 
-@registry.register('source', 'tfds')
-def open_tfds(dataset_cfg, split: str) -> TfdsSource:
-  """Random-access tfds source of `split` (not sliced: open_source slices)."""
+def _builder(dataset_cfg):
+  """(builder, name, data_dir): the tfds builder config.dataset names, made
+  from its code or its prepared files (metadata only: no record read)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   name = base.cfg_require(dataset_cfg, 'name', 'tfds', "'clevr'")
   data_dir = os.path.expanduser(
@@ -56,6 +57,69 @@ def open_tfds(dataset_cfg, split: str) -> TfdsSource:
         'here: pip install tensorflow-cpu, or use a dataset whose builder '
         'does not need it (or its native files: config.dataset.source = '
         "'coco_captions' / 'librispeech').") from e
+  return builder, name, data_dir
+
+
+def has_feature(features, key: str) -> bool:
+  """Whether records of a builder with `features` (a tfds FeaturesDict)
+  hold `key`; 'a/b' reads nested features (and those of a Sequence)."""
+  if key == '__key__' or key in features.keys():
+    return True
+  node = features
+  for part in key.split('/'):
+    node = getattr(node, 'feature', node)  # a Sequence's inner features
+    if not hasattr(node, 'keys') or part not in node.keys():
+      return False
+    node = node[part]
+  return True
+
+
+def check_builder(builder, name: str, splits: dict[str, str],
+                  keys: dict[str, str]) -> list[str]:
+  """Split names and record keys against a tfds builder's metadata (the
+  source check of tfds and of sources built on a tfds builder)."""
+  from multimodal.config_checks import problem  # pylint: disable=g-import-not-at-top
+  out = []
+  # Splits are known once the data is prepared; before, opening prepares it
+  # or reports what is missing.
+  have = sorted(builder.info.splits)
+  for key, split in splits.items():
+    if have and split not in have:
+      out.append(problem(key, split, f'{name} has no such split; it has '
+                         f'{", ".join(have)}'))
+  features = builder.info.features
+  if features is not None:
+    out += base.check_keys(keys, lambda k: has_feature(features, k),
+                           f'{name}', features.keys())
+  return out
+
+
+def check_tfds(dataset_cfg, splits, keys) -> list[str]:
+  """config.dataset of the tfds source (see base.checked_by)."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from multimodal.config_checks import problem  # pylint: disable=g-import-not-at-top
+  name = base.cfg_get(dataset_cfg, 'name')
+  try:
+    builder, name, _ = _builder(dataset_cfg)
+  except tfds.core.registered.DatasetNotFoundError:
+    data_dir = base.cfg_get(dataset_cfg, 'data_dir') or (
+        tfds.core.constants.DATA_DIR)
+    close = difflib.get_close_matches(
+        str(name), tfds.list_builders(with_community_datasets=False), n=3)
+    hint = f' Close names: {", ".join(close)}.' if close else ''
+    return [problem('dataset.name', name, f'no tfds dataset of that name '
+                    f'(neither a registered builder nor prepared data under '
+                    f'{data_dir}).{hint} tfds.list_builders() lists them.')]
+  except (ValueError, ModuleNotFoundError) as e:
+    return [problem('dataset.name', name, str(e))]
+  return check_builder(builder, name, splits, keys)
+
+
+@registry.register('source', 'tfds')
+@base.checked_by(check_tfds)
+def open_tfds(dataset_cfg, split: str) -> TfdsSource:
+  """Random-access tfds source of `split` (not sliced: open_source slices)."""
+  builder, name, data_dir = _builder(dataset_cfg)
   # Splits are unknown (empty) only for data not prepared yet, or mocked
   # (tfds.testing.mock_data); reading then reports what is missing.
   if builder.info.splits and split not in builder.info.splits:

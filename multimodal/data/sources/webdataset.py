@@ -392,8 +392,8 @@ def _decode(ext: str, data: bytes, rid: str, member: str, shard: str):
   return data
 
 
-@registry.register('source', 'webdataset')
-def open_webdataset(dataset_cfg, split: str) -> WebDatasetSource:
+def _patterns(dataset_cfg, split: str):
+  """The shard patterns config.dataset.splits gives `split`."""
   splits = base.cfg_require(dataset_cfg, 'splits', 'webdataset',
                             "{'train': 'shards/{00000..00009}.tar'}")
   if split not in splits:
@@ -404,8 +404,19 @@ def open_webdataset(dataset_cfg, split: str) -> WebDatasetSource:
     raise ValueError(f'config.dataset.splits[{split!r}] is empty; set it to '
                      "the shards of that split, e.g. "
                      "'shards/{00000..00009}.tar'.")
-  if not isinstance(patterns, str):
-    patterns = list(patterns)
-  return WebDatasetSource(patterns,
+  return patterns if isinstance(patterns, str) else list(patterns)
+
+
+def _check(dataset_cfg, splits, keys):
+  del keys  # known only by reading a shard
+  return base.check_each_split(
+      dataset_cfg, splits,
+      lambda cfg, split: shard_paths(_patterns(cfg, split)))
+
+
+@registry.register('source', 'webdataset')
+@base.checked_by(_check)
+def open_webdataset(dataset_cfg, split: str) -> WebDatasetSource:
+  return WebDatasetSource(_patterns(dataset_cfg, split),
                           index_dir=base.cfg_get(dataset_cfg, 'index_dir'))
 

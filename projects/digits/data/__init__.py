@@ -38,9 +38,30 @@ def open_split(dataset_cfg, split: str):
   return builder.as_data_source(split)
 
 
+def check_config(dataset_cfg, splits, keys) -> list[str]:
+  """The source's config check (multimodal.data.sources.base.checked_by):
+  split names and record keys from the builder's code, without building or
+  reading the data."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from multimodal.config_checks import problem  # pylint: disable=g-import-not-at-top
+  from multimodal.data.sources import tfds as tfds_source  # pylint: disable=g-import-not-at-top
+  from projects.digits.data import voices  # pylint: disable=g-import-not-at-top
+  # The splits are fixed, whether or not the data is built yet.
+  out = [problem(key, split, 'digits_trimodal has no such split; it has '
+                 + ', '.join(voices.SPLITS))
+         for key, split in splits.items() if split not in voices.SPLITS]
+  data_dir = os.path.expanduser(dataset_cfg.get('data_dir') or
+                                tfds.core.constants.DATA_DIR)
+  builder = DigitsTrimodal(data_dir=data_dir)
+  return out + tfds_source.check_builder(builder, 'digits_trimodal', {}, keys)
+
+
 # The library never imports this project; configs that use it list
 # 'projects.digits.data' in config.imports, which registers the source.
 # pylint: disable-next=g-import-not-at-top,wrong-import-position
 from multimodal import registry  # noqa: E402
+# pylint: disable-next=g-import-not-at-top,wrong-import-position
+from multimodal.data.sources import base as sources_base  # noqa: E402
 
-registry.register('source', 'digits_trimodal')(open_split)
+registry.register('source', 'digits_trimodal')(
+    sources_base.checked_by(check_config)(open_split))
