@@ -77,20 +77,41 @@ def abstract_like(tree, shardings):
 
 
 class PreemptionGuard:
-  """Turns SIGTERM (what TPU/Slurm/Kubernetes send before eviction) into a flag.
+  """Turns SIGTERM (what TPU VMs, Slurm and Kubernetes send before eviction)
+  and SIGINT (Ctrl-C) into a flag the trainer polls.
 
-  The training loop polls `requested` every step, saves a checkpoint and
-  exits cleanly, so a preempted job resumes where it stopped.
+  The trainer installs it first thing, so a signal during start-up,
+  training, evaluation or an asynchronous save is seen at the next poll
+  (between steps, between evaluation batches, between start-up phases);
+  it then saves what is needed, waits until the checkpoint is durable and
+  exits with EXIT_PREEMPTED. Further signals while that save runs are
+  logged and ignored, so a second SIGTERM cannot cut a checkpoint in half;
+  a third SIGINT exits at once (status 130): the interrupted save is then
+  never finalised, and restore uses the previous complete step.
   """
+
+  SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
   def __init__(self):
     self._event = threading.Event()
-    self._previous = None
+    self._previous = {}
+    self._interrupts = 0
     if threading.current_thread() is threading.main_thread():
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
+      for sig in self.SIGNALS:
+        self._previous[sig] = signal.signal(sig, self._handle)
 
   def _handle(self, signum, frame):
     del frame
+    if signum == signal.SIGINT:
+      self._interrupts += 1
+      if self._interrupts >= 3:
+        logging.warning('Third interrupt: exiting without waiting for the '
+                        'checkpoint.')
+        os._exit(130)  # pylint: disable=protected-access
+    if self._event.is_set():
+      logging.warning('Signal %d again: still saving; exiting once the '
+                      'checkpoint is durable.', signum)
+      return
     logging.warning('Received signal %d: will checkpoint and stop.', signum)
     self._event.set()
 
@@ -113,5 +134,6 @@ class PreemptionGuard:
     return bool(np.any(flags))
 
   def restore_handler(self):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
+    for sig, previous in self._previous.items():
+      signal.signal(sig, previous)
+    self._previous = {}

@@ -178,11 +178,14 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
                  out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
 
 
-# Exit status of `python -m multimodal.train`: a config mistake (as for bad
-# flags, config.parse_flags), training stopped on non-finite losses
-# (config.on_nonfinite).
+# Exit status of `python -m multimodal.train` (0: finished): a config
+# mistake (as for bad flags, config.parse_flags), training stopped on
+# non-finite losses (config.on_nonfinite), a preemption.
 EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
+# Preempted (SIGTERM/SIGINT) with a durable checkpoint: rerun to resume.
+# EX_TEMPFAIL, "try again", and non-zero so that schedulers retry the job.
+EXIT_PREEMPTED = 75
 
 
 class NonFiniteError(FloatingPointError):
@@ -252,8 +255,18 @@ def pad_batch(batch: dict, size: int) -> dict:
   return out
 
 
-def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
-  """One pass over the eval split; the same metrics on every process."""
+class Preempted(Exception):
+  """A preemption signal arrived (PreemptionGuard); the message says where
+  it was noticed."""
+
+
+def evaluate(config, task, ts: TrainState, params, mesh, source,
+             should_stop: Callable[[], bool] | None = None) -> dict:
+  """One pass over the eval split; the same metrics on every process.
+
+  should_stop: polled before every batch (on every process alike); True
+  raises Preempted.
+  """
   pc, pi = jax.process_count(), jax.process_index()
   per_process = config.eval_batch_size // pc
   it, preprocess, num_records = pipeline.make_iterator(
@@ -268,9 +281,13 @@ def evaluate(config, task, ts: TrainState, params, mesh, source) -> dict:
   def batches():
     done = 0
     for batch in it:
+      if should_stop is not None and should_stop():
+        raise Preempted('during evaluation')
       done += 1
       yield shard_batch(pad_batch(batch, per_process), batch_sharding)
     for _ in range(num_batches - done):
+      if should_stop is not None and should_stop():
+        raise Preempted('during evaluation')
       empty = {k: v[:0] for k, v in batch.items()}  # pylint: disable=undefined-loop-variable
       yield shard_batch(pad_batch(empty, per_process), batch_sharding)
 
@@ -345,7 +362,31 @@ def validate_data(config, preprocess, source) -> None:
 
 
 def train_and_evaluate(config, workdir: str) -> dict:
-  """Runs (or resumes) training; returns the final evaluation metrics."""
+  """Runs (or resumes) training; returns the final evaluation metrics, or {}
+  when a preemption signal (SIGTERM, SIGINT) stopped it.
+
+  A signal is acted on at the next poll, in start-up, between steps or
+  between evaluation batches: the state of the last completed step is
+  checkpointed (unless it already is), the save is waited for, and the run
+  returns; rerunning the same command resumes, and reruns an evaluation
+  that the signal interrupted.
+  """
+  guard = ckpt_lib.PreemptionGuard()
+  try:
+    return _train_and_evaluate(config, workdir, guard)
+  except Preempted as e:
+    log(f'Preempted {e}: the checkpoint is durable; rerun the same command '
+        'to resume.')
+    return {}
+  finally:
+    guard.restore_handler()
+
+
+def _train_and_evaluate(config, workdir: str, guard) -> dict:
+  def poll():
+    if guard.agreed():
+      raise Preempted('during start-up')
+
   registry.import_modules(config.get('imports', ()))
   config_checks.check(config, workdir)
   os.makedirs(workdir, exist_ok=True)
@@ -398,6 +439,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     log(note)
   if distributed.is_coordinator():
     validate_data(config, preprocess, train_source)
+  poll()
 
   checkpointer = ckpt_lib.Checkpointer(workdir,
                                        max_to_keep=config.checkpoint_keep)
@@ -425,12 +467,29 @@ def train_and_evaluate(config, workdir: str) -> dict:
   writer = metrics_writer.MetricsWriter(workdir)
   profiler = StepProfiler(config.get('profile_steps', ()),
                           os.path.join(workdir, 'profile'))
-  guard = ckpt_lib.PreemptionGuard()
   final = {}
   step = start
   t_last, step_last = time.perf_counter(), start
   t_start = None
+
+  def periodic_eval():
+    try:
+      ev = evaluate(config, task, ts, state['params'], mesh, eval_source,
+                    guard.agreed)
+    except Preempted as e:
+      if checkpointer.latest_step() != step:
+        checkpointer.save(step, state, train_iter, force=True)
+      raise Preempted(f'{e} at step {step}') from None
+    writer.write(step, ev)
+    log(f'step {step:5d}  ' + task.summary(ev, config.eval_split))
+
   try:
+    poll()
+    # A preemption between a step and its evaluation (or during it) left
+    # this evaluation undone: the checkpoint was saved first.
+    if (not fresh and config.eval_every and step % config.eval_every == 0
+        and step < config.total_steps):
+      periodic_eval()
     while step < config.total_steps:
       profiler.before_step(step + 1)
       batch = next(train_iter)
@@ -465,16 +524,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
         check_health(state['health'], config, step)  # never save a bad state
         checkpointer.save(step, state, train_iter, force=stop)
       if stop:
-        log(f'Preempted at step {step}: checkpoint saved, exiting.')
-        return {}
+        raise Preempted(f'after step {step}')
       if config.eval_every and step % config.eval_every == 0 and step < config.total_steps:
-        ev = evaluate(config, task, ts, state['params'], mesh, eval_source)
-        writer.write(step, ev)
-        log(f'step {step:5d}  ' + task.summary(ev, config.eval_split))
+        periodic_eval()
     check_health(state['health'], config, step)
     if checkpointer.latest_step() != step:
       checkpointer.save(step, state, train_iter, force=True)
-    final = evaluate(config, task, ts, state['params'], mesh, eval_source)
+    final = evaluate(config, task, ts, state['params'], mesh, eval_source,
+                     guard.agreed)
     writer.write(step, final)
     if jax.process_index() == 0:
       with open(os.path.join(workdir, f'final_{config.eval_split}.json'), 'w') as f:
@@ -485,9 +542,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
       log(f'  {k}: {final[k]:.4f}')
   finally:
     profiler.stop()
-    checkpointer.close()
+    checkpointer.close()  # waits until the last save is durable
     writer.close()
-    guard.restore_handler()
   return final
 
 
@@ -503,7 +559,8 @@ def main(argv):
   runtime.prepare(_CONFIG.value)
   distributed.initialize(_CONFIG.value.get('distributed'))
   try:
-    train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+    if not train_and_evaluate(_CONFIG.value, _WORKDIR.value):
+      sys.exit(EXIT_PREEMPTED)
   except (config_checks.ConfigError, NonFiniteError) as e:
     if os.environ.get('MULTIMODAL_TRACEBACK', '0') not in ('', '0'):
       raise
