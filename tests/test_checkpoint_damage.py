@@ -42,9 +42,11 @@ def _config(tiny_config):
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory, digits_data_dir):
-  """A workdir with checkpoints of steps 1..4 and their losses."""
+  """A workdir with checkpoints of steps 1..4 (and their losses in
+  metrics.jsonl)."""
   workdir = str(tmp_path_factory.mktemp('trained'))
-  config = conftest._tiny('contrastive', digits_data_dir)  # pylint: disable=protected-access
+  # pylint: disable-next=protected-access
+  config = conftest._tiny('contrastive', digits_data_dir)
   train.train_and_evaluate(_config(config), workdir)
   return workdir
 

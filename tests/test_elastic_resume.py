@@ -59,7 +59,8 @@ _LOSS_RTOL = 1e-5
 def _env(devices: int | None) -> dict:
   # Fewer XLA passes: these runs are all compile time (every run the same,
   # so the comparisons are unaffected).
-  env = dict(os.environ, JAX_PLATFORMS='cpu', JAX_DISABLE_MOST_OPTIMIZATIONS='1')
+  env = dict(os.environ, JAX_PLATFORMS='cpu',
+             JAX_DISABLE_MOST_OPTIMIZATIONS='1')
   env.pop('XLA_FLAGS', None)
   if devices:
     env['XLA_FLAGS'] = f'--xla_force_host_platform_device_count={devices}'
