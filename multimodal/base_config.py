@@ -31,6 +31,12 @@ def base() -> mlc.ConfigDict:
   c.eval_every = 0
   c.checkpoint_every = 500
   c.checkpoint_keep = 2
+  # The checkpoint step a resumed run restores; None: the newest complete
+  # one (damaged newer steps are skipped with a warning and moved aside).
+  # A step number rolls back to it and moves the newer steps aside (see
+  # multimodal/checkpoint.py); rerunning the same command later resumes
+  # from the newest step again.
+  c.restore_step = mlc.FieldReference(None, field_type=int)
   # (first, last) steps to trace with the JAX profiler into WORKDIR/profile
   # (open with TensorBoard's profile plugin or Perfetto); () traces nothing.
   c.profile_steps = ()

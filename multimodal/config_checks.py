@@ -25,7 +25,8 @@ model passed; the trace runs only when everything else passed.
              batch shards and processes (mesh.check_batch_size), sharding
              rules.
   files      init_from.path (on a fresh run; regexes always) and
-             input.tokenizer exist; the tokenizer fits every vocab_size.
+             input.tokenizer exist; the tokenizer fits every vocab_size;
+             restore_step names a checkpoint in the workdir.
   registry   task, model, towers, fusion, decoder, source and evaluator
              names (the message lists the registered ones).
   dataset    the source's own check (`check_config` attribute of its
@@ -48,6 +49,7 @@ from typing import Any, Iterable
 from flax import nnx
 import jax
 
+from multimodal import checkpoint as ckpt_lib
 from multimodal import mesh as mesh_lib
 from multimodal import pretrained
 from multimodal import registry
@@ -398,6 +400,15 @@ def _files(config, workdir: str | None) -> list[str]:
         pretrained._state_dir(path)  # pylint: disable=protected-access
       except FileNotFoundError as e:
         out.append(problem('init_from.path', path, str(e)))
+  restore_step = _get(config, 'restore_step', None)
+  if restore_step is not None:
+    if not _is_int(restore_step) or restore_step < 1:
+      out.append(problem('restore_step', restore_step, 'must be None (the '
+                         'newest complete checkpoint) or a step number >= 1'))
+    elif workdir is not None:
+      missing = ckpt_lib.restore_step_problem(workdir, restore_step)
+      if missing:
+        out.append(problem('restore_step', restore_step, missing))
   for key, what in (('include', 'the target parameters to load'),
                     ('exclude', 'the target parameters not to load')):
     if init and _get(init, key, None) is not None:

@@ -452,7 +452,8 @@ def _train_and_evaluate(config, workdir: str, guard) -> dict:
   with jax.set_mesh(mesh):
     if not fresh:
       state, start = checkpointer.restore(
-          ckpt_lib.abstract_like(ts.abstract, ts.shardings), train_iter)
+          ckpt_lib.abstract_like(ts.abstract, ts.shardings), train_iter,
+          step=config.get('restore_step'))
       log(f'Resumed from step {start} in {workdir}')
     else:
       state = jax.jit(ts.init, out_shardings=ts.shardings)()
