@@ -178,18 +178,23 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
                  out_shardings=(ts.shardings, mesh_lib.replicated(mesh)))
 
 
-# Exit status of `python -m multimodal.train` (0: finished): a config
-# mistake (as for bad flags, config.parse_flags), training stopped on
-# non-finite losses (config.on_nonfinite), a preemption.
+class NonFiniteError(FloatingPointError):
+  """Training stopped on non-finite losses (config.on_nonfinite)."""
+
+
+# Exit status of `python -m multimodal.train` (0: finished). main() reports
+# the errors of EXIT_STATUS in one line: a config mistake (2, as for bad
+# flags: config.parse_flags), non-finite losses (config.on_nonfinite), no
+# usable checkpoint to resume from.
 EXIT_CONFIG = 2
 EXIT_NONFINITE = 3
+EXIT_CHECKPOINT = 4
+EXIT_STATUS = {config_checks.ConfigError: EXIT_CONFIG,
+               NonFiniteError: EXIT_NONFINITE,
+               ckpt_lib.CheckpointError: EXIT_CHECKPOINT}
 # Preempted (SIGTERM/SIGINT) with a durable checkpoint: rerun to resume.
 # EX_TEMPFAIL, "try again", and non-zero so that schedulers retry the job.
 EXIT_PREEMPTED = 75
-
-
-class NonFiniteError(FloatingPointError):
-  """Training stopped on non-finite losses (config.on_nonfinite)."""
 
 
 def check_health(health, config, step: int) -> dict:
@@ -562,14 +567,14 @@ def main(argv):
   try:
     if not train_and_evaluate(_CONFIG.value, _WORKDIR.value):
       sys.exit(EXIT_PREEMPTED)
-  except (config_checks.ConfigError, NonFiniteError) as e:
+  except tuple(EXIT_STATUS) as e:
     if os.environ.get('MULTIMODAL_TRACEBACK', '0') not in ('', '0'):
       raise
-    # A config mistake or a diverged run needs its one line, not a
-    # traceback; the exit status says which (EXIT_CONFIG, EXIT_NONFINITE).
+    # A config mistake, a diverged run or unusable checkpoints need their one
+    # line, not a traceback; the exit status says which.
     print(f'error: {e}', file=sys.stderr, flush=True)
-    sys.exit(EXIT_CONFIG if isinstance(e, config_checks.ConfigError)
-             else EXIT_NONFINITE)
+    sys.exit(next(code for error, code in EXIT_STATUS.items()
+                  if isinstance(e, error)))
 
 
 if __name__ == '__main__':
