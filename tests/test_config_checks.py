@@ -1,6 +1,7 @@
 """The config check (multimodal/config_checks.py): a battery of bad configs,
 each a one-line error naming its key, found before any data is read or
 anything is compiled or placed on a device."""
+import gc
 import importlib
 import os
 import pathlib
@@ -43,13 +44,18 @@ def nothing_runs(monkeypatch):
   for module in (pipeline, sources, sources_base):
     monkeypatch.setattr(module, 'open_source', no_data)
   monkeypatch.setattr(pipeline, 'make_iterator', no_data)
-  arrays = len(jax.live_arrays())
+  # Earlier tests in this process may leave garbage (and threads) behind:
+  # count after collecting, and only new arrays are the check's.
+  gc.collect()
+  before = {id(a) for a in jax.live_arrays()}
   jax.monitoring.register_event_duration_secs_listener(listener)
   try:
     yield events
   finally:
     jax.monitoring.unregister_event_duration_listener(listener)
-  assert len(jax.live_arrays()) == arrays
+  gc.collect()
+  new = [a.shape for a in jax.live_arrays() if id(a) not in before]
+  assert not new, f'the check left device arrays behind: {new}'
 
 
 @pytest.fixture(scope='module')
