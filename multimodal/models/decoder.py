@@ -288,8 +288,9 @@ class TextDecoder(nnx.Module):
     x = self.drop(self._embed(tokens, 0), deterministic=deterministic)
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
 
-    # memory and its mask are arguments, not closed over, so that remat
-    # and scan see them as inputs (their gradient flows to the towers).
+    # Each layer's memory keys/values are made inside the (rematerialised)
+    # layer, so remat recomputes them instead of keeping depth copies; the
+    # memory itself goes to every layer (scan broadcasts it: in_axes None).
     def apply(x, block, memory, memory_mask):
       mkv = None if memory is None else block.memory_kv(memory)
       x, _ = block(x, causal, memory_kv=mkv, memory_mask=memory_mask,
