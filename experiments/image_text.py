@@ -53,6 +53,7 @@ nothing public was trained here (no network on the development machine).
 import ml_collections as mlc
 
 from experiments import own_data
+from multimodal import base_config as library_base
 
 TASKS = ('siglip', 'clip', 'caption')
 
@@ -80,12 +81,16 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                     text=dict(name='text_transformer',
                               variant='mu' if tiny else 'B',
                               vocab_size=vocab, max_len=c.input.max_text_len,
-                              pool='eos')),
+                              pool='eos', **library_base.layer_options())),
         inputs=dict(image='image', image_text='text'),
         pairs=(('image', 'image_text'),),
         loss='sigmoid' if task == 'siglip' else 'softmax',
         temperature_init=10.0,
         bias_init=-10.0 if task == 'siglip' else 0.0,
+        # Mixed precision: --config.model.dtype=bfloat16 computes every part
+        # that does not set its own dtype in bfloat16; parameters (and the
+        # optimizer state) stay param_dtype, losses float32.
+        dtype='float32', param_dtype='float32',
     )
     c.evals = dict(retrieval=dict(type='retrieval', ks=(1, 5, 10)))
   else:
@@ -99,7 +104,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         towers=dict(image=image),
         fusion=dict(name='concat'),
         decoder=dict(name='text_decoder', variant='mu' if tiny else 'S',
-                     vocab_size=vocab, max_len=c.input.max_text_len),
+                     vocab_size=vocab, max_len=c.input.max_text_len,
+                     **library_base.layer_options()),
+        dtype='float32', param_dtype='float32',  # as for siglip above
     )
     c.captioning = dict(targets=(('image', 'image_text'),))
     c.decoding = dict(max_new_tokens=c.input.max_text_len - 1, beam_size=1,

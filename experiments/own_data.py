@@ -82,7 +82,7 @@ def base_config(media: str, fmt: str) -> mlc.ConfigDict:
 
 def image_tower(size: int, variant: str) -> dict:
   return dict(name='vit', variant=variant, image_size=size, channels=3,
-              pool='map', posemb='learned')
+              pool='map', posemb='learned', **library_base.layer_options())
 
 
 def make_tiny(c: mlc.ConfigDict) -> None:

@@ -51,7 +51,12 @@ def _base_config() -> mlc.ConfigDict:
       modality_dropout=0.0,
       # A narrower decoder: it runs over every prompt and target token.
       decoder=dict(name='text_decoder', vocab_size=320, max_len=24,
-                   width=64, depth=2, num_heads=4, mlp_ratio=4),
+                   width=64, depth=2, num_heads=4, mlp_ratio=4,
+                   **library_base.layer_options()),
+      # Mixed precision: --config.model.dtype=bfloat16 computes every part
+      # that does not set its own dtype in bfloat16; parameters (and the
+      # optimizer state) stay param_dtype, losses float32.
+      dtype='float32', param_dtype='float32',
   )
   c.decoding = dict(max_new_tokens=6, beam_size=1, alpha=0.6)
   return c
@@ -63,7 +68,8 @@ def _rgb_image_model(c: mlc.ConfigDict, image_size: int) -> None:
   c.input.augment = None  # spatial questions: no geometric jitter
   c.model.towers = dict(image=dict(
       name='vit', image_size=image_size, patch_size=8, channels=3,
-      pool='mean', posemb='learned', **_TOWER))
+      pool='mean', posemb='learned', **_TOWER,
+      **library_base.layer_options()))
 
 
 def get_config(arg: str | None = None) -> mlc.ConfigDict:
@@ -90,7 +96,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.towers = dict(audio=dict(
         name='audio_transformer', num_frames=1600, num_mels=64,
         patch_size=(16, 16),  # 100 x 4 patches
-        pool='mean', posemb='sincos2d', **_TOWER))
+        pool='mean', posemb='sincos2d', **_TOWER,
+        **library_base.layer_options()))
     c.model.decoder.max_len = 97
     c.captioning = dict(targets=(('audio', 'audio_text'),))
     c.decoding.max_new_tokens = 96

@@ -43,6 +43,7 @@ tests/test_own_data.py (loss falls); nothing public was trained here.
 import ml_collections as mlc
 
 from experiments import own_data
+from multimodal import base_config as library_base
 
 TASKS = ('siglip', 'asr')
 
@@ -64,7 +65,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   vocab = 128 if tiny else 1000  # >= the tokenizer's (checked at start)
   audio = dict(name='audio_transformer', variant='mu/16' if tiny else 'S/16',
                num_frames=frames, num_mels=c.input.num_mels,
-               pool='map', posemb='sincos2d')
+               pool='map', posemb='sincos2d', **library_base.layer_options())
   if task == 'siglip':
     c.task = 'contrastive'
     c.model = dict(
@@ -74,10 +75,14 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                     text=dict(name='text_transformer',
                               variant='mu' if tiny else 'S',
                               vocab_size=vocab, max_len=c.input.max_text_len,
-                              pool='eos')),
+                              pool='eos', **library_base.layer_options())),
         inputs=dict(audio='audio', audio_text='text'),
         pairs=(('audio', 'audio_text'),),
         loss='sigmoid', temperature_init=10.0, bias_init=-10.0,
+        # Mixed precision: --config.model.dtype=bfloat16 computes every part
+        # that does not set its own dtype in bfloat16; parameters (and the
+        # optimizer state) stay param_dtype, losses float32.
+        dtype='float32', param_dtype='float32',
     )
     c.evals = dict(retrieval=dict(type='retrieval', ks=(1, 5, 10)))
   else:
@@ -91,7 +96,9 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
         towers=dict(audio=audio),
         fusion=dict(name='concat'),
         decoder=dict(name='text_decoder', variant='mu' if tiny else 'S',
-                     vocab_size=vocab, max_len=c.input.max_text_len + 1),
+                     vocab_size=vocab, max_len=c.input.max_text_len + 1,
+                     **library_base.layer_options()),
+        dtype='float32', param_dtype='float32',  # as for siglip above
     )
     c.captioning = dict(targets=(('audio', 'audio_text'),))
     c.decoding = dict(max_new_tokens=c.input.max_text_len, beam_size=1,

@@ -108,3 +108,21 @@ def base() -> mlc.ConfigDict:
   c.init_from = dict(path='', include=('.*',), exclude=(), rename=(),
                      resample_posemb=True)
   return c
+
+
+def layer_options() -> dict:
+  """Keys a transformer part's config (a tower's, the decoder's) lists so
+  that the command line can set them (a locked config takes no new keys):
+
+    remat        'none' | 'full' | 'dots' | 'dots_no_batch': what the
+                 backward pass recomputes (models/transformer.REMAT_POLICIES).
+    scan_layers  blocks stacked and run by nnx.scan (another parameter
+                 layout; see models/transformer.Encoder).
+    dtype        this part's compute dtype; None (unset) takes the model's
+                 `dtype`, e.g. --config.model.towers.image.dtype=float32
+                 keeps one tower in float32 under a bfloat16 model.
+
+  Call it once per part: the dtype reference must not be shared.
+  """
+  return dict(remat='none', scan_layers=False,
+              dtype=mlc.FieldReference(None, field_type=str))

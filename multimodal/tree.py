@@ -8,6 +8,7 @@ trees by them. Depends on jax (tree utilities) only.
 """
 from __future__ import annotations
 
+import re
 from typing import Any, Iterable, Mapping
 
 import jax
@@ -57,9 +58,35 @@ def check_same_tree(expected: Mapping[str, Any], got: Mapping[str, Any],
                      + problems)
 
 
+# '<stack>/blocks/<i>/<rest>': one layer of an unrolled stack of blocks.
+_LAYER = re.compile(r'^((?:.*/)?blocks)/\d+/(.*)$')
+
+
+def layer_layout_hint(missing, unexpected) -> str:
+  """A sentence when the two trees hold the same stacks of blocks, one per
+  layer ('.../blocks/0/...') and the other stacked ('.../blocks/...' with a
+  leading layer axis, as `scan_layers=True` stores them); '' otherwise.
+
+  missing, unexpected: paths the model has and the source lacks, and the
+  reverse.
+  """
+  for per_layer, stacked, model_stacks in ((unexpected, set(missing), True),
+                                           (missing, set(unexpected), False)):
+    stacks = sorted({m[1] for m in map(_LAYER.match, per_layer)
+                     if m and f'{m[1]}/{m[2]}' in stacked})
+    if stacks:
+      layouts = ('per layer', 'stacked')[::1 if model_stacks else -1]
+      return (f'  {", ".join(stacks)}: the source holds them {layouts[0]}, '
+              f'the model {layouts[1]} (scan_layers={model_stacks}). Set '
+              'scan_layers in the model config to match the source: '
+              'parameters are not converted between the two layouts.')
+  return ''
+
+
 def describe_mismatch(missing, unexpected, mismatched,
                       limit: int = 25) -> str:
-  """Indented lines listing the paths in each problem ('' if none).
+  """Indented lines listing the paths in each problem ('' if none), and a
+  hint when the problem is scan_layers (see layer_layout_hint).
 
   mismatched: (path, source shape, model shape) triples.
   """
@@ -75,4 +102,7 @@ def describe_mismatch(missing, unexpected, mismatched,
       lines += [f'    {k}' for k in items[:limit]]
       if len(items) > limit:
         lines.append(f'    ... and {len(items) - limit} more')
+  hint = layer_layout_hint(missing, unexpected)
+  if hint:
+    lines.append(hint)
   return '\n'.join(lines)

@@ -248,3 +248,124 @@ def test_beam_search_is_exact_on_a_tiny_problem():
     np.testing.assert_allclose(scores[b], [s for s, _ in best], rtol=1e-5)
     for seq, score, lp in zip(tokens[b], scores[b], out.logprob[b]):
       np.testing.assert_allclose((score, lp), brute[tuple(seq)], rtol=1e-5)
+
+
+# ------------------------------------- scanned layers and rematerialisation ---
+
+
+def _scanned_copy(model, **kw):
+  """A scan_layers decoder holding `model`'s (unrolled) parameters: the
+  per-layer blocks/i/... stacked into blocks/... [depth, ...]."""
+  scanned = build_model(dict(CONFIG, scan_layers=True, **kw),
+                        rngs=nnx.Rngs(1))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  blocks = params['blocks']
+  params['blocks'] = jax.tree.map(lambda *xs: jnp.stack(xs),
+                                  *[blocks[i] for i in sorted(blocks)])
+  state = nnx.state(scanned, nnx.Param)
+  nnx.replace_by_pure_dict(state, params)
+  nnx.update(scanned, state)
+  return scanned
+
+
+@functools.lru_cache(maxsize=None)
+def _scanned(**kw):
+  """_decoder()'s parameters in a scan_layers decoder (cached: never mutate)."""
+  return _scanned_copy(_decoder(), **kw)
+
+
+def test_scanned_layers_are_stacked_with_a_layers_axis():
+  model = _scanned()
+  kernel = nnx.state(model.blocks, nnx.Param)['mlp']['fc1']['kernel']
+  assert kernel.shape == (2, 16, 32)
+  assert kernel.get_metadata()['out_sharding'] == ('layers', 'embed', 'mlp')
+  paths = {'/'.join(map(str, p))
+           for p, _ in nnx.to_flat_state(nnx.state(model, nnx.Param))}
+  assert 'blocks/self_attn/query/kernel' in paths
+  assert not any(p.startswith('blocks/0/') for p in paths)
+  # The cache stays batch-major: the layers are its second axis.
+  cache = model.init_cache(3, 8, MEMORY, MEMORY_MASK)
+  assert cache.keys.shape == (3, 2, 8, 2, 8)
+  assert cache.memory_values.shape == (3, 2, 4, 2, 8)
+  with pytest.raises(ValueError, match='scan_layers=False'):
+    _decoder().decode(PROMPT, cache, 0)
+
+
+@pytest.mark.parametrize('remat', ['none', 'full'])
+def test_scanned_layers_give_the_unrolled_training_logits(remat):
+  tokens = jnp.array([[2, 5, 6, 7, 8, 9]] * 3, jnp.int32)
+  want = _forward(_decoder(), tokens, MEMORY, MEMORY_MASK)
+  got = _forward(_scanned(remat=remat), tokens, MEMORY, MEMORY_MASK)
+  np.testing.assert_allclose(got, want, atol=1e-5)
+  np.testing.assert_allclose(_forward(_scanned(), tokens),
+                             _forward(_decoder(), tokens), atol=1e-5)
+
+
+@pytest.mark.parametrize('with_memory', [True, False])
+def test_scanned_layers_decode_in_chunks_as_unrolled(with_memory):
+  model = _scanned()
+  memory, mask = (MEMORY, MEMORY_MASK) if with_memory else (None, None)
+  tokens = jnp.array([[2, 5, 6, 7, 8, 9]] * 3, jnp.int32)
+  expected = _forward(_decoder(), tokens, memory, mask)
+  cache = model.init_cache(3, 8, memory, mask)
+  got, cache = _decode(model, tokens[:, :3], cache, 0)
+  steps = [got]
+  for t in range(3, 6):
+    logits, cache = _decode(model, tokens[:, t:t + 1], cache, t)
+    steps.append(logits)
+  np.testing.assert_allclose(jnp.concatenate(steps, 1), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize('use_cache', [True, False])
+def test_scanned_layers_generate_as_unrolled(use_cache):
+  got = generate.greedy(_scanned(), PROMPT, memory=MEMORY,
+                        memory_mask=MEMORY_MASK, max_new_tokens=NEW,
+                        eos_id=-1, pad_id=PAD, use_cache=use_cache,
+                        return_logits=True)
+  want = _greedy_cached()
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.logits, want.logits, atol=1e-5)
+  if not use_cache:
+    return
+  # Beam search reorders the (batch-major) stacked cache between steps.
+  kw = dict(memory=MEMORY, memory_mask=MEMORY_MASK, max_new_tokens=NEW,
+            beam_size=3, alpha=0.6, eos_id=EOS, pad_id=PAD)
+  got = generate.beam_search(_scanned(), PROMPT, **kw)
+  want = generate.beam_search(_decoder(), PROMPT, **kw)
+  np.testing.assert_array_equal(got.tokens, want.tokens)
+  np.testing.assert_allclose(got.scores, want.scores, rtol=1e-5)
+
+
+@nnx.jit
+def _loss_and_grads(model, tokens, memory):
+  """Teacher-forced loss and its gradients for the parameters and memory."""
+  def loss(model, memory):
+    logits = model(tokens[:, :-1], memory, MEMORY_MASK)
+    return -jnp.mean(jnp.take_along_axis(jax.nn.log_softmax(logits),
+                                         tokens[:, 1:, None], -1))
+  value, (grads, memory_grad) = nnx.value_and_grad(loss, argnums=(0, 1))(
+      model, memory)
+  return value, nnx.to_pure_dict(nnx.state(grads, nnx.Param)), memory_grad
+
+
+# Both layouts, two policies: every policy on both would repeat the
+# encoder's tests (tests/test_models.py) at ~15 s of compiling each.
+@pytest.mark.parametrize('scan,policy', [(False, 'full'),
+                                         (True, 'dots_no_batch')])
+def test_remat_keeps_loss_and_grads(scan, policy):
+  tokens = jnp.array([[2, 5, 6, 7, 8, 9, 3]] * 3, jnp.int32)
+  if scan:
+    base, remat = _scanned(), _scanned(remat=policy)
+  else:  # the same seed gives the same parameters
+    base, remat = _decoder(), _decoder(remat=policy)
+  want = _loss_and_grads(base, tokens, MEMORY)
+  got = _loss_and_grads(remat, tokens, MEMORY)
+  np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6),
+               got[1:], want[1:])
+  assert np.abs(np.asarray(want[2])).max() > 0  # the memory gets gradients
+
+
+def test_unknown_remat_policy_is_a_clear_error():
+  with pytest.raises(ValueError, match='remat must be one of'):
+    _decoder(remat='everything')

@@ -1,12 +1,17 @@
-"""Mesh construction errors and command-line config errors."""
+"""Mesh construction errors, command-line config errors, and the model
+switches (dtype, remat, scan_layers) every experiment config exposes."""
+import importlib
 import pathlib
 import subprocess
 import sys
 
+from flax import nnx
 import jax
+import jax.numpy as jnp
 import pytest
 
 from multimodal import mesh as mesh_lib
+from multimodal.models import build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -78,3 +83,50 @@ def test_unknown_variant_is_named(tmp_path):
        f'--workdir={tmp_path}'], capture_output=True, text=True, timeout=120,
       cwd=REPO)
   assert proc.returncode == 2 and "Unknown variant 'huge'" in proc.stderr
+
+
+# Every experiment config with a model, as (module, variant).
+MODEL_CONFIGS = [
+    ('experiments.image_text', 'siglip,tiny'),
+    ('experiments.image_text', 'clip,tiny'),
+    ('experiments.image_text', 'caption,tiny'),
+    ('experiments.speech_text', 'siglip,tiny'),
+    ('experiments.speech_text', 'asr,tiny'),
+    ('experiments.public_datasets', 'clevr'),
+    ('experiments.public_datasets', 'coco_captions'),
+    ('experiments.public_datasets', 'librispeech'),
+    ('projects.digits.configs.contrastive', 'tiny'),
+    ('projects.digits.configs.captioning', 'tiny'),
+    ('projects.digits.configs.vqa', 'tiny,perceiver'),
+]
+
+
+@pytest.mark.parametrize('module,variant', MODEL_CONFIGS)
+def test_model_switches_reach_every_part(module, variant):
+  """--config.model.dtype=bfloat16 (with one tower kept in float32), and the
+  towers' and decoder's remat/scan_layers, set as the command line sets
+  them: on the locked config, so the keys must exist."""
+  from multimodal.models.transformer import Encoder  # pylint: disable=g-import-not-at-top
+  config = importlib.import_module(module).get_config(variant)
+  config.lock()
+  config.model.dtype = 'bfloat16'
+  kept = sorted(config.model.towers)[0]
+  config.model.towers[kept].dtype = 'float32'
+  for tower in config.model.towers.values():
+    tower.remat, tower.scan_layers = 'dots', True
+  if 'decoder' in config.model:
+    config.model.decoder.remat = 'full'
+    config.model.decoder.scan_layers = True
+  model = nnx.eval_shape(lambda: build_model(config.model, rngs=nnx.Rngs(0)))
+  assert {v.dtype for v in jax.tree.leaves(nnx.state(model, nnx.Param))} == {
+      jnp.dtype('float32')}
+  layers = (nnx.Linear, nnx.LinearGeneral, nnx.LayerNorm, nnx.Embed)
+  for path, node in nnx.iter_graph(model):
+    if isinstance(node, layers):
+      want = 'float32' if path[:2] == ('towers', kept) else 'bfloat16'
+      assert jnp.dtype(node.dtype) == want, path
+  encoders = [n for _, n in nnx.iter_graph(model) if isinstance(n, Encoder)]
+  assert len(encoders) >= len(config.model.towers)
+  assert all(e.remat == 'dots' and e.scan_layers for e in encoders)
+  if 'decoder' in config.model:
+    assert model.decoder.remat == 'full' and model.decoder.scan_layers

@@ -21,6 +21,7 @@ from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import train
 from multimodal import tree as tree_lib
+from multimodal.models import build_model
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -227,6 +228,41 @@ def test_init_from_names_every_problem(trained):
     pretrained.select_params(target, source, include=('^nothing',))
   with pytest.raises(FileNotFoundError, match='expected an export'):
     pretrained.read_params('/nonexistent/export')
+
+
+def test_scan_layers_layouts_load_and_mismatch_clearly():
+  """Stacked (scan_layers) parameters load into a stacked model; either
+  layout into the other is refused, naming scan_layers."""
+  def config(scan):
+    return dict(name='encoder_decoder', width=16,
+                towers=dict(image=dict(name='vit', image_size=8, patch_size=4,
+                                       channels=1, width=16, depth=2,
+                                       num_heads=2, pool='mean',
+                                       scan_layers=scan)),
+                decoder=dict(name='text_decoder', vocab_size=11, max_len=6,
+                             width=16, depth=2, num_heads=2,
+                             scan_layers=scan))
+
+  def params(scan):
+    model = nnx.eval_shape(lambda: build_model(
+        config(scan), rngs=nnx.Rngs(0)))
+    return jax.tree.map(lambda v: np.zeros(v.shape, v.dtype),
+                        nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+  stacked = params(True)
+  assert stacked['decoder']['blocks']['mlp']['fc1']['kernel'].shape == (
+      2, 16, 64)
+  model = pretrained.model_with_params(config(True), stacked, where='X')
+  assert model.decoder.scan_layers
+  with pytest.raises(ValueError) as err:
+    pretrained.model_with_params(config(True), params(False), where='X')
+  assert ('decoder/blocks, towers/image/core/encoder/blocks: the source '
+          'holds them per layer, the model stacked (scan_layers=True)'
+          ) in str(err.value)
+  with pytest.raises(ValueError, match=r'stacked, the model per layer '
+                     r'\(scan_layers=False\)'):
+    pretrained.select_params(tree_lib.flatten(params(False)),
+                             tree_lib.flatten(stacked), where='X')
 
 
 def test_resample_posemb_cases():

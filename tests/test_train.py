@@ -4,11 +4,19 @@ import os
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 
+import conftest
+
+from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
+from multimodal import optimizer as optim_lib
+from multimodal import registry
 from multimodal import train
+from multimodal.data import pipeline
 
 
 def test_short_training_run_lowers_the_loss(tiny_config, tmp_path):
@@ -73,8 +81,6 @@ def test_evaluation_functions_are_traced_once_per_run(tiny_config):
   """Evaluating twice (as eval_every does) reuses the jitted functions the
   task built once: no retracing per evaluation."""
   from flax import nnx  # pylint: disable=g-import-not-at-top
-  from multimodal import mesh as mesh_lib  # pylint: disable=g-import-not-at-top
-  from multimodal import registry  # pylint: disable=g-import-not-at-top
   from multimodal.models import build_model  # pylint: disable=g-import-not-at-top
   cfg = tiny_config
   task = registry.get('task', cfg.task)(cfg)
@@ -102,3 +108,51 @@ def test_profile_steps_write_a_trace(tiny_config, tmp_path):
   traces = [os.path.join(d, f) for d, _, files in os.walk(tmp_path / 'profile')
             for f in files if f.endswith('.xplane.pb')]
   assert len(traces) == 1 and os.path.getsize(traces[0]) > 0
+
+
+# ------------------------------------------------------- mixed precision ---
+
+
+def _one_step(config, batch):
+  """(state after one train step, its metrics) for `config` on `batch`."""
+  mesh = mesh_lib.build_mesh(config.mesh)
+  task = registry.get('task', config.task)(config)
+  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
+  lr = optim_lib.schedule(config.optimizer, config.total_steps)
+  ts = train.make_train_state(config, tx, mesh)
+  step = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer)
+  with jax.set_mesh(mesh):
+    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    return step(state, train.shard_batch(batch,
+                                         mesh_lib.batch_sharding(mesh)))
+
+
+# Both model families; vqa's model is captioning's (~40 s each on 2 cores).
+@pytest.mark.usefixtures('fast_compiles')
+@pytest.mark.parametrize('experiment', ['contrastive', 'captioning'])
+def test_bfloat16_compute_keeps_float32_state_and_loss(experiment,
+                                                       digits_data_dir):
+  """--config.model.dtype=bfloat16: parameters and optimizer state stay
+  float32, the loss is float32 and close to the float32 model's (same
+  initial parameters, same batch)."""
+  config = conftest._tiny(experiment, digits_data_dir)  # pylint: disable=protected-access
+  task = registry.get('task', config.task)(config)
+  it, _, _ = pipeline.make_iterator(config, 'train', train=True,
+                                    fields=task.fields,
+                                    batch_size=config.batch_size)
+  batch = next(it)
+  results = {}
+  for dtype in ('float32', 'bfloat16'):
+    config.model.dtype = dtype
+    state, metrics = _one_step(config, batch)
+    floats = {x.dtype for x in jax.tree.leaves(state)
+              if jnp.issubdtype(x.dtype, jnp.floating)}
+    assert floats == {jnp.dtype('float32')}, (dtype, floats)
+    assert metrics['loss'].dtype == jnp.float32
+    results[dtype] = float(metrics['loss'])
+  assert np.isfinite(results['bfloat16']), results
+  # Not bit-equal: the switch did reach the computation.
+  assert results['bfloat16'] != results['float32']
+  # Measured: relative differences 8e-4 (contrastive), 6e-6 (captioning).
+  np.testing.assert_allclose(results['bfloat16'], results['float32'],
+                             rtol=5e-3)

@@ -32,6 +32,22 @@ def config_to_dict(config: Any) -> dict[str, Any]:
   raise TypeError(f'Expected a dict or ConfigDict, got {type(config)}.')
 
 
+def with_defaults(config: Any, **defaults: Any) -> dict[str, Any]:
+  """A part's config (dict) with `defaults` filling the keys it leaves out.
+
+  A key the part sets to None also takes the default (None: "the enclosing
+  model's", so an experiment config can list the key for the command line
+  without fixing its value); defaults that are None fill nothing. E.g. a
+  tower's dtype from the model's dtype.
+  """
+  config = {k: v for k, v in config_to_dict(config).items()
+            if not (k in defaults and v is None)}
+  for key, value in defaults.items():
+    if value is not None:
+      config.setdefault(key, value)
+  return config
+
+
 def accepted_arguments(cls) -> list[str] | None:
   """The config keys `cls` takes, or None when it takes any (**kwargs).
 

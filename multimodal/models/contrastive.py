@@ -11,7 +11,8 @@ from flax import nnx
 from multimodal import losses
 from multimodal import registry
 from multimodal import sharded_losses
-from multimodal.models.builder import build_model, config_to_dict
+from multimodal.models.builder import (build_model, config_to_dict,
+                                       with_defaults)
 from multimodal.models.partitioning import axes
 
 LOSSES = ('softmax', 'sigmoid')
@@ -76,8 +77,8 @@ class ContrastiveModel(nnx.Module):
         'identity' (none; the tower's width must equal embed_dim, as
         SigLIP's image tower, whose attention-pooled output is the
         embedding).
-      dtype: compute dtype given to towers that do not set their own; the
-        projections use it too (default float32).
+      dtype: compute dtype given to towers that do not set their own (or set
+        None); the projections use it too (default float32).
       param_dtype: parameter dtype, likewise (default float32).
       rngs: random streams.
     """
@@ -108,10 +109,7 @@ class ContrastiveModel(nnx.Module):
     self.towers = nnx.Dict()
     self.heads = nnx.Dict()
     for name, tower_cfg in towers.items():
-      cfg = config_to_dict(tower_cfg)
-      for key, value in (('dtype', dtype), ('param_dtype', param_dtype)):
-        if value is not None:
-          cfg.setdefault(key, value)
+      cfg = with_defaults(tower_cfg, dtype=dtype, param_dtype=param_dtype)
       self.towers[name] = build_model(cfg, rngs=rngs, kind='encoder')
       kind = projection.get(name, 'linear')
       width = self.towers[name].width

@@ -4,6 +4,11 @@ Training runs `TextDecoder.__call__` on whole sequences. Generation (see
 multimodal/models/generate.py) runs `init_cache` once and then `decode` on
 one token (or a prompt chunk) at a time, reusing the keys and values of
 earlier positions from a preallocated, fixed-shape `KVCache`.
+
+Like the encoders (transformer.Encoder), the decoder can rematerialise its
+blocks in training (`remat`, a REMAT_POLICIES name) and store them stacked,
+run by `nnx.scan` (`scan_layers`), so that compile time does not grow with
+depth; cached decoding then scans over the layers too.
 """
 from __future__ import annotations
 
@@ -19,28 +24,33 @@ from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.fusion import key_mask, media_projection
 from multimodal.models.partitioning import axes, constrain
-from multimodal.models.transformer import (Mlp, layer_norm, make_dropout,
-                                           mlp_hidden)
+from multimodal.models.transformer import (REMAT_POLICIES, Mlp, layer_norm,
+                                           make_dropout, mlp_hidden)
 
 
 class KVCache(NamedTuple):
   """Decoding state of a TextDecoder; every leaf is batch-major.
 
   Batch-major leaves let beam search reorder the whole cache with one
-  gather along axis 0.
+  gather along axis 0, whichever layout the decoder uses.
 
-  keys, values: per layer [B, T, heads, head_dim] self-attention keys and
-    values of positions 0..T-1 (filled in as decoding proceeds; positions
-    not yet written are never attended to).
-  memory_keys, memory_values: per layer [B, M, heads, head_dim]
-    cross-attention keys and values of the memory; empty without memory.
+  keys, values: self-attention keys and values of positions 0..T-1 (filled
+    in as decoding proceeds; positions not yet written are never attended
+    to), in the compute dtype. A decoder with unrolled layers holds a tuple
+    of per-layer arrays [B, T, heads, head_dim]; one with `scan_layers`
+    holds a single array [B, depth, T, heads, head_dim] (the layer axis
+    second, so that the scan updates it in place and the batch stays
+    first).
+  memory_keys, memory_values: the memory's cross-attention keys and values,
+    per layer [B, M, heads, head_dim] (unrolled) or one array
+    [B, depth, M, heads, head_dim] (scan_layers); () without memory.
   memory_mask: bool [B, M], True for valid memory tokens; None without
     memory.
   """
-  keys: tuple[jax.Array, ...]
-  values: tuple[jax.Array, ...]
-  memory_keys: tuple[jax.Array, ...]
-  memory_values: tuple[jax.Array, ...]
+  keys: tuple[jax.Array, ...] | jax.Array
+  values: tuple[jax.Array, ...] | jax.Array
+  memory_keys: tuple[jax.Array, ...] | jax.Array
+  memory_values: tuple[jax.Array, ...] | jax.Array
   memory_mask: jax.Array | None
 
 
@@ -86,6 +96,7 @@ class DecoderBlock(nnx.Module):
   def __call__(self, x: jax.Array, self_mask: jax.Array, *,
                cache: tuple[jax.Array, jax.Array] | None = None,
                position: jax.Array | int = 0,
+               layer: jax.Array | None = None,
                memory_kv: tuple[jax.Array, jax.Array] | None = None,
                memory_mask: jax.Array | None = None,
                deterministic: bool = True):
@@ -95,26 +106,41 @@ class DecoderBlock(nnx.Module):
       x: [B, T, width].
       self_mask: bool, broadcastable to [B, heads, T, S]: S = T without a
         cache, the cache length with one.
-      cache: this layer's (keys, values) [B, S, H, K]; x's keys and values
-        are written at `position` and attention reads the whole cache.
+      cache: (keys, values): this layer's [B, S, H, K], or with `layer` every
+        layer's [B, depth, S, H, K]. x's keys and values are written at
+        `position` (of layer `layer`) and attention reads the whole cache.
       position: int32 scalar, the position of x's first token.
+      layer: int32 scalar (may be traced): this block's index into a stacked
+        cache; None for a per-layer cache.
       memory_kv: (keys, values) [B, M, H, K] of the memory, or None to skip
         cross-attention (as if every memory token were masked).
       memory_mask: bool [B, M] or None (all valid).
       deterministic: disables dropout when True.
 
     Returns:
-      (x [B, T, width], the updated cache or None).
+      (x [B, T, width], the updated cache (as given) or None).
     """
     x = constrain(x, ('act_batch', 'act_length', 'act_embed'))
     h = self.self_norm(x)
     keys, values = self.self_attn.key(h), self.self_attn.value(h)
-    if cache is not None:
+    if cache is not None and layer is None:
       keys, values = (
           jax.lax.dynamic_update_slice_in_dim(c, new.astype(c.dtype),
                                               position, axis=1)
           for c, new in zip(cache, (keys, values)))
       cache = (keys, values)
+    elif cache is not None:
+      # Only the new positions are written into the stacked cache (in place
+      # inside the scan's carry); attention then reads this layer's slice.
+      zero = jnp.zeros((), jnp.int32)
+      start = (zero, jnp.asarray(layer, jnp.int32),
+               jnp.asarray(position, jnp.int32), zero, zero)
+      cache = tuple(
+          jax.lax.dynamic_update_slice(c, new.astype(c.dtype)[:, None], start)
+          for c, new in zip(cache, (keys, values)))
+      keys, values = (jax.lax.dynamic_index_in_dim(c, layer, axis=1,
+                                                   keepdims=False)
+                      for c in cache)
     y = _attend(self.self_attn, h, keys, values, self_mask)
     x = x + self.drop(y, deterministic=deterministic)
     if memory_kv is not None:
@@ -144,6 +170,15 @@ class TextDecoder(nnx.Module):
   num_heads, mlp_ratio, mlp_dim override it. Without either: width 128,
   depth 2, 4 heads, MLP hidden int(width * mlp_ratio) with mlp_ratio 4
   (mlp_dim, when given, is the hidden size).
+
+  remat: a transformer.REMAT_POLICIES name, applied per block in training
+    (`__call__`); cached decoding keeps no activations for a backward pass,
+    so it never rematerialises.
+  scan_layers: store the blocks stacked (leading axis named 'layers') and
+    run them with `nnx.scan`, in training and in cached decoding, so
+    compile time does not grow with depth. The parameters then have a
+    different layout from the unrolled stack ('blocks/attn/...' [depth, ...]
+    instead of 'blocks/0/attn/...'), and so has the KVCache (see KVCache).
   """
 
   def __init__(self, *, vocab_size: int, max_len: int = 32,
@@ -155,7 +190,11 @@ class TextDecoder(nnx.Module):
                dropout: float = 0.0, activation: str = 'gelu',
                layernorm_epsilon: float = 1e-6, dtype=jnp.float32,
                param_dtype=jnp.float32, attention_impl: str | None = None,
+               remat: str = 'none', scan_layers: bool = False,
                rngs: nnx.Rngs):
+    if remat not in REMAT_POLICIES:
+      raise ValueError(f'remat must be one of {sorted(REMAT_POLICIES)}, got '
+                       f'{remat!r}.')
     given = {k: v for k, v in (('width', width), ('depth', depth),
                                ('num_heads', num_heads),
                                ('mlp_ratio', mlp_ratio), ('mlp_dim', mlp_dim))
@@ -166,8 +205,11 @@ class TextDecoder(nnx.Module):
     self.vocab_size = vocab_size
     self.max_len = max_len
     self.width = width
+    self.depth = depth
     self.dtype = dtype
     self.cross_attention = cross_attention
+    self.remat = remat
+    self.scan_layers = scan_layers
     self.embed = nnx.Embed(vocab_size, width, **kw,
                            embedding_init=nnx.initializers.normal(0.02),
                            embedding_metadata=axes('vocab', 'embed'))
@@ -176,13 +218,23 @@ class TextDecoder(nnx.Module):
     self.memory_proj = (media_projection(memory_width, width, **kw)
                         if cross_attention else None)
     self.drop = make_dropout(dropout, rngs)
-    self.blocks = nnx.List([
-        DecoderBlock(width, num_heads, size['mlp_ratio'],
-                     cross_attention=cross_attention, activation=activation,
-                     dropout=dropout, layernorm_epsilon=layernorm_epsilon,
-                     attention_impl=attention_impl, mlp_dim=size['mlp_dim'],
-                     **kw)
-        for _ in range(depth)])
+
+    def block(rngs):
+      return DecoderBlock(width, num_heads, size['mlp_ratio'],
+                          cross_attention=cross_attention,
+                          activation=activation, dropout=dropout,
+                          layernorm_epsilon=layernorm_epsilon,
+                          attention_impl=attention_impl,
+                          mlp_dim=size['mlp_dim'], dtype=dtype,
+                          param_dtype=param_dtype, rngs=rngs)
+
+    if scan_layers:
+      stack = nnx.split_rngs(splits=depth)(nnx.vmap(
+          block, in_axes=0, out_axes=0,
+          transform_metadata={nnx.PARTITION_NAME: 'layers'}))
+      self.blocks = stack(rngs)
+    else:
+      self.blocks = nnx.List([block(rngs) for _ in range(depth)])
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
     if tie_embeddings:
       self.head = None
@@ -201,16 +253,17 @@ class TextDecoder(nnx.Module):
     logits = self.embed.attend(x) if self.head is None else self.head(x)
     return logits.astype(jnp.float32)
 
-  def _memory_kvs(self, memory: jax.Array | None):
+  def _memory(self, memory: jax.Array | None) -> jax.Array | None:
+    """memory [B, M, memory_width] -> [B, M, width] in the compute dtype."""
     if memory is None:
-      return [None] * len(self.blocks)
+      return None
     if not self.cross_attention:
       raise ValueError('This TextDecoder has cross_attention=False but was '
                        'given memory.')
     memory = memory.astype(self.dtype)
     if self.memory_proj is not None:
       memory = self.memory_proj(memory)
-    return [block.memory_kv(memory) for block in self.blocks]
+    return memory
 
   def __call__(self, tokens: jax.Array, memory: jax.Array | None = None,
                memory_mask: jax.Array | None = None, *,
@@ -234,9 +287,25 @@ class TextDecoder(nnx.Module):
                        f'{self.max_len}.')
     x = self.drop(self._embed(tokens, 0), deterministic=deterministic)
     causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-    for block, mkv in zip(self.blocks, self._memory_kvs(memory)):
+
+    # Each layer's memory keys/values are made inside the (rematerialised)
+    # layer, so remat recomputes them instead of keeping depth copies; the
+    # memory itself goes to every layer (scan broadcasts it: in_axes None).
+    def apply(x, block, memory, memory_mask):
+      mkv = None if memory is None else block.memory_kv(memory)
       x, _ = block(x, causal, memory_kv=mkv, memory_mask=memory_mask,
                    deterministic=deterministic)
+      return x
+
+    if self.remat != 'none':
+      apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
+    memory = self._memory(memory)
+    if self.scan_layers:
+      x = nnx.scan(apply, in_axes=(nnx.Carry, 0, None, None),
+                   out_axes=nnx.Carry)(x, self.blocks, memory, memory_mask)
+    else:
+      for block in self.blocks:
+        x = apply(x, block, memory, memory_mask)
     return self._logits(x)
 
   def init_cache(self, batch_size: int, length: int,
@@ -251,21 +320,33 @@ class TextDecoder(nnx.Module):
       memory_mask: bool [B, M] or None (all valid).
 
     Returns:
-      KVCache with zero self-attention keys/values in the compute dtype.
+      KVCache with zero self-attention keys/values in the compute dtype,
+      laid out for this decoder (per-layer tuples, or stacked arrays with
+      scan_layers; see KVCache).
     """
     if length > self.max_len:
       raise ValueError(f'Cache of length {length} exceeds max_len='
                        f'{self.max_len}.')
-    attn = self.blocks[0].self_attn
+    attn = self.blocks.self_attn if self.scan_layers else (
+        self.blocks[0].self_attn)
     shape = (batch_size, length, attn.num_heads, attn.head_dim)
-    zeros = tuple(jnp.zeros(shape, self.dtype) for _ in self.blocks)
+    if self.scan_layers:
+      zeros = jnp.zeros(shape[:1] + (self.depth,) + shape[1:], self.dtype)
+    else:
+      zeros = tuple(jnp.zeros(shape, self.dtype) for _ in self.blocks)
+    memory = self._memory(memory)
     if memory is None:
       return KVCache(zeros, zeros, (), (), None)
-    mkvs = self._memory_kvs(memory)
     if memory_mask is None:
       memory_mask = jnp.ones(memory.shape[:2], bool)
-    return KVCache(zeros, zeros, tuple(k for k, _ in mkvs),
-                   tuple(v for _, v in mkvs), memory_mask)
+    if self.scan_layers:
+      mkeys, mvalues = nnx.vmap(
+          lambda block, memory: block.memory_kv(memory), in_axes=(0, None),
+          out_axes=1)(self.blocks, memory)
+    else:
+      mkvs = [block.memory_kv(memory) for block in self.blocks]
+      mkeys, mvalues = (tuple(kv[i] for kv in mkvs) for i in (0, 1))
+    return KVCache(zeros, zeros, mkeys, mvalues, memory_mask)
 
   def decode(self, tokens: jax.Array, cache: KVCache,
              position: jax.Array | int) -> tuple[jax.Array, KVCache]:
@@ -274,8 +355,9 @@ class TextDecoder(nnx.Module):
     Args:
       tokens: int [B, T]: one new token per example (T = 1), or a prompt
         chunk (T > 1, causal within the chunk).
-      cache: from `init_cache` or an earlier `decode`; positions before
-        `position` must hold the keys/values of the same tokens' prefix.
+      cache: from this decoder's `init_cache` or an earlier `decode`;
+        positions before `position` must hold the keys/values of the same
+        tokens' prefix.
       position: int32 scalar (may be traced); position + T <= cache length
         (not checked: a dynamic slice clamps instead).
 
@@ -283,14 +365,40 @@ class TextDecoder(nnx.Module):
       (float32 logits [B, T, vocab_size], cache with positions
       position..position+T-1 written).
     """
+    stacked = not isinstance(cache.keys, tuple)
+    if stacked != self.scan_layers:
+      raise ValueError(
+          f'This KVCache holds {"stacked" if stacked else "per-layer"} '
+          f'keys/values but the decoder has scan_layers={self.scan_layers}: '
+          'make the cache with the same decoder\'s init_cache.')
     num = tokens.shape[1]
-    length = cache.keys[0].shape[1]
+    length = cache.keys.shape[2] if stacked else cache.keys[0].shape[1]
     x = self._embed(tokens, position)
     query_pos = position + jnp.arange(num)
     mask = (jnp.arange(length)[None, :] <= query_pos[:, None])[None, None]
+    has_memory = cache.memory_mask is not None
+    if self.scan_layers:
+      def layer(carry, block, index):
+        x, keys, values = carry
+        mkv = None
+        if has_memory:
+          mkv = tuple(jax.lax.dynamic_index_in_dim(m, index, axis=1,
+                                                   keepdims=False)
+                      for m in (cache.memory_keys, cache.memory_values))
+        x, (keys, values) = block(x, mask, cache=(keys, values),
+                                  position=position, layer=index,
+                                  memory_kv=mkv,
+                                  memory_mask=cache.memory_mask)
+        return x, keys, values
+
+      x, keys, values = nnx.scan(
+          layer, in_axes=(nnx.Carry, 0, 0), out_axes=nnx.Carry)(
+              (x, cache.keys, cache.values), self.blocks,
+              jnp.arange(self.depth, dtype=jnp.int32))
+      return self._logits(x), cache._replace(keys=keys, values=values)
     keys, values = [], []
-    mkvs = (zip(cache.memory_keys, cache.memory_values)
-            if cache.memory_mask is not None else [None] * len(self.blocks))
+    mkvs = (zip(cache.memory_keys, cache.memory_values) if has_memory
+            else [None] * len(self.blocks))
     for i, (block, mkv) in enumerate(zip(self.blocks, mkvs)):
       x, (k, v) = block(x, mask, cache=(cache.keys[i], cache.values[i]),
                         position=position, memory_kv=mkv,

@@ -27,7 +27,8 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal import registry
-from multimodal.models.builder import build_model, config_to_dict
+from multimodal.models.builder import (build_model, config_to_dict,
+                                       with_defaults)
 from multimodal.models.modality_dropout import drop_modalities
 from multimodal.models.partitioning import axes, param
 
@@ -55,7 +56,9 @@ class EncoderDecoder(nnx.Module):
         concat. modalities and width are the model's (see fusion.py).
       modality_dropout: training-time probability of dropping each modality
         of an example (never all of them); see modality_dropout.py.
-      dtype: compute dtype given to parts that do not set their own.
+      dtype: compute dtype given to parts (towers, fusion, decoder) that do
+        not set their own (or set None); the projections use it too
+        (default float32).
       param_dtype: parameter dtype, likewise.
       rngs: random streams.
     """
@@ -72,8 +75,6 @@ class EncoderDecoder(nnx.Module):
     if not 0.0 <= modality_dropout < 1.0:
       raise ValueError(f'modality_dropout must be in [0, 1), got '
                        f'{modality_dropout}.')
-    defaults = {k: v for k, v in (('dtype', dtype),
-                                  ('param_dtype', param_dtype)) if v}
     dt, pdt = dtype or jnp.float32, param_dtype or jnp.float32
     self.modalities = tuple(towers)
     self.width = width
@@ -81,8 +82,9 @@ class EncoderDecoder(nnx.Module):
     self.towers = nnx.Dict()
     self.proj = nnx.Dict()
     for name, cfg in towers.items():
-      self.towers[name] = build_model({**defaults, **config_to_dict(cfg)},
-                                      rngs=rngs, kind='encoder')
+      self.towers[name] = build_model(
+          with_defaults(cfg, dtype=dtype, param_dtype=param_dtype),
+          rngs=rngs, kind='encoder')
       self.proj[name] = nnx.Linear(
           self.towers[name].width, width, dtype=dt, param_dtype=pdt,
           rngs=rngs, kernel_metadata=axes('media', 'embed'),
@@ -91,12 +93,12 @@ class EncoderDecoder(nnx.Module):
     self.modality_embed = param(rngs, nnx.initializers.normal(0.02),
                                 (len(towers), width), (None, 'embed'), pdt)
     self.fusion = build_model(
-        {'dtype': dt, 'param_dtype': pdt, **fusion,
+        {**with_defaults(fusion, dtype=dt, param_dtype=pdt),
          'modalities': self.modalities, 'width': width},
         rngs=rngs, kind='fusion')
-    self.decoder = build_model({**defaults, **config_to_dict(decoder),
-                                'memory_width': width}, rngs=rngs,
-                               kind='decoder')
+    self.decoder = build_model(
+        {**with_defaults(decoder, dtype=dtype, param_dtype=param_dtype),
+         'memory_width': width}, rngs=rngs, kind='decoder')
 
   def presence(self, media: Mapping[str, jax.Array],
                present: Mapping[str, jax.Array] | None = None, *,

@@ -85,9 +85,17 @@ def _stepper(model: TextDecoder, seq: jax.Array, prompt_width: int,
              ) -> tuple[Callable[..., Any], Any]:
   """(step, state): step(seq, t, state) -> (logits [B, V] for token t + 1,
   state), valid once seq[:, :t + 1] is final."""
+  # The steps run inside a while_loop: they rebuild the model there, with
+  # new Variables around its arrays, since NNX transforms in the model
+  # (nnx.scan over stacked layers) refuse Variables of an enclosing trace.
+  graphdef, variables = nnx.split(model)
+
+  def loop_model() -> TextDecoder:
+    return nnx.merge(graphdef, jax.tree.map(lambda a: a, variables))
+
   if not use_cache:
     def full_step(seq, t, state):
-      logits = model(seq, memory, memory_mask)
+      logits = loop_model()(seq, memory, memory_mask)
       return jax.lax.dynamic_index_in_dim(logits, t, 1, keepdims=False), state
     return full_step, None
 
@@ -99,7 +107,7 @@ def _stepper(model: TextDecoder, seq: jax.Array, prompt_width: int,
 
   def cached_step(seq, t, cache):
     token = jax.lax.dynamic_slice_in_dim(seq, t, 1, axis=1)
-    logits, cache = model.decode(token, cache, t)
+    logits, cache = loop_model().decode(token, cache, t)
     return logits[:, 0], cache
   return cached_step, cache
 

@@ -21,6 +21,7 @@ zero-shot accuracy 98.3% for images, 96.9% for speech by unheard voices,
 """
 import ml_collections as mlc
 
+from multimodal import base_config as library_base
 from projects.digits.configs import defaults
 
 
@@ -48,7 +49,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
           **defaults.towers(pool='map'),
           text=dict(name='text_transformer', vocab_size=320, max_len=24,
                     causal=False, pool='eos', width=128, depth=2,
-                    num_heads=4, mlp_ratio=4),
+                    num_heads=4, mlp_ratio=4, **library_base.layer_options()),
       ),
       inputs=dict(image='image', audio='audio', image_text='text',
                   audio_text='text'),
@@ -57,6 +58,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       loss='softmax' if variant == 'softmax' else 'sigmoid',
       temperature_init=10.0,
       bias_init=-10.0,
+      # Mixed precision: --config.model.dtype=bfloat16 computes every part
+      # that does not set its own dtype in bfloat16; parameters (and the
+      # optimizer state) stay param_dtype, losses float32.
+      dtype='float32', param_dtype='float32',
   )
 
   # Evaluators (multimodal/evaluators), each entry a type and its arguments.

@@ -34,7 +34,9 @@ def towers(pool: str, width: int = 128, depth: int = 2, heads: int = 4
   tower = dict(width=width, depth=depth, num_heads=heads, mlp_ratio=4)
   return dict(
       image=dict(name='vit', image_size=16, patch_size=4, channels=1,
-                 pool=pool, posemb='learned', **tower),
+                 pool=pool, posemb='learned', **tower,
+                 **library_base.layer_options()),
       audio=dict(name='audio_transformer', num_frames=96, num_mels=64,
-                 patch_size=(16, 16), pool=pool, posemb='sincos2d', **tower),
+                 patch_size=(16, 16), pool=pool, posemb='sincos2d', **tower,
+                 **library_base.layer_options()),
   )

@@ -13,6 +13,7 @@ from `base_config` and set their task, fields and schedule. Variant flags
 """
 import ml_collections as mlc
 
+from multimodal import base_config as library_base
 from projects.digits.configs import defaults
 
 FLAGS = ('tiny', 'perceiver', 'bottleneck', 'finetune')
@@ -44,7 +45,12 @@ def base_config(flags: set[str]) -> mlc.ConfigDict:
       # A narrower decoder: it runs over every prompt and target token, so
       # it costs more than the towers (measured: 128 wide is ~2x slower).
       decoder=dict(name='text_decoder', vocab_size=320, max_len=24,
-                   width=64, depth=2, num_heads=4, mlp_ratio=4),
+                   width=64, depth=2, num_heads=4, mlp_ratio=4,
+                   **library_base.layer_options()),
+      # Mixed precision: --config.model.dtype=bfloat16 computes every part
+      # that does not set its own dtype in bfloat16; parameters (and the
+      # optimizer state) stay param_dtype, losses float32.
+      dtype='float32', param_dtype='float32',
   )
   if 'perceiver' in flags:
     c.model.fusion = dict(name='perceiver_resampler', depth=1,
