@@ -57,7 +57,9 @@ The frameworks:
               on kernels) and an update function written like its SigLIP
               trainer's (trainers/proj/image_text/siglip.py: sigmoid loss on
               the diagonal, l2 grads/params/updates measured every step),
-              jitted with the train state donated. From a source checkout
+              jitted with the train state donated and compiled ahead of
+              time (as ours); the parent prints XLA's FLOPs and temporary
+              memory of both JAX steps (the same model: they should agree). From a source checkout
               (--big_vision_dir or $BIG_VISION_DIR; not pip-installable).
               big_vision.utils imports tensorflow only for `gfile` (file
               I/O, which the step never does): without tensorflow installed
@@ -250,7 +252,9 @@ def child_multimodal(args, spec) -> dict:
       loss=r['loss'], device=r['device'],
       versions={'jax': jax.__version__, 'flax': flax.__version__},
       detail={k: r[k] for k in ('init_s', 'lower_s', 'compile_s',
-                                'first_step_s', 'mfu', 'temp_memory_mib')})
+                                'first_step_s', 'mfu', 'temp_memory_mib',
+                                'xla_flops_per_step',
+                                'model_flops_per_step')})
 
 
 def _register_timm_vit(spec) -> str:
@@ -492,11 +496,17 @@ def child_big_vision(args, spec) -> dict:
                     'l2_params': l2(params), 'l2_updates': l2(updates)}
     return {'params': params, 'opt': opt}, measurements
 
+  # Compiled ahead of time, as ours: its cost analysis is the work XLA
+  # sees in the step (FLOPs comparable with ours), then run as is.
+  compiled = update_fn.lower(train_state, rng, images, texts).compile()
+  cost = compiled.cost_analysis()
+  cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+  memory = compiled.memory_analysis()
   state = {'train': train_state, 'out': None}
 
   def step():
-    state['train'], state['out'] = update_fn(state['train'], rng, images,
-                                             texts)
+    state['train'], state['out'] = compiled(state['train'], rng, images,
+                                            texts)
     jax.block_until_ready(state['out'])
 
   step()
@@ -513,7 +523,10 @@ def child_big_vision(args, spec) -> dict:
       device=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       versions={'jax': jax.__version__, 'flax': flax.__version__,
                 'big_vision': _git_commit(args.big_vision_dir)},
-      detail={'note': note})
+      detail={'note': note,
+              'xla_flops_per_step': float((cost or {}).get('flops', 'nan')),
+              'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
+                                  if memory is not None else None)})
 
 
 CHILDREN = {'multimodal': child_multimodal, 'open_clip': child_open_clip,
@@ -724,6 +737,17 @@ def parent_main(args) -> dict:
            if r.get('status') == 'ok' and 'note' in r.get('detail', {})}
   for framework, note in notes.items():
     print(f'{framework}: {note}')
+  # The JAX steps' work as XLA counts it (same model: should be close).
+  flops = {}
+  for r in runs:
+    if r.get('status') == 'ok' and 'xla_flops_per_step' in r['detail']:
+      flops.setdefault(f'{r["framework"]} {r["dtype"]}',
+                       (r['detail']['xla_flops_per_step'],
+                        r['detail'].get('temp_memory_mib')))
+  if flops:
+    print('XLA cost analysis per step: ' + ', '.join(
+        f'{k} {f:.4g} FLOPs, {m:,.0f} MiB temp' for k, (f, m)
+        in flops.items()))
   result = dict(
       model=args.model, spec=spec, batch=args.batch, steps=args.steps,
       warmup=args.warmup, rounds=args.rounds, allocator=args.allocator,
