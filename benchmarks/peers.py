@@ -59,8 +59,9 @@ The frameworks:
               the diagonal, l2 grads/params/updates measured every step),
               jitted with the train state donated and compiled ahead of
               time (as ours); the parent prints XLA's FLOPs and temporary
-              memory of both JAX steps (the same model: they should agree). From a source checkout
-              (--big_vision_dir or $BIG_VISION_DIR; not pip-installable).
+              memory of both JAX steps (the same model: they should
+              agree). From a source checkout (--big_vision_dir or
+              $BIG_VISION_DIR; not pip-installable).
               big_vision.utils imports tensorflow only for `gfile` (file
               I/O, which the step never does): without tensorflow installed
               the child registers a stand-in `tensorflow.io.gfile` whose
@@ -74,6 +75,12 @@ hundred values (big_vision's two projection heads have biases). Known
 differences that do not change the FLOPs: big_vision's GELU is the tanh
 approximation (ours and open_clip's the exact erf); open_clip attends to
 pad tokens (no mask), ours masks them out of the keys.
+
+On a shared machine the timings swing with other jobs: every child also
+times one NumPy float32 1024^3 matmul before and after its steps, and the
+table's `probe` column shows the lower figure, so that rows measured while
+the machine was busy stand out (compare rows with similar probes, or rerun
+with more --rounds on a quiet machine).
 
 A framework that is not there (package not importable under its
 interpreter, no big_vision checkout) is reported as "not installed" with
@@ -178,6 +185,21 @@ def cosine_lr(o: dict, step: int) -> float:
           / max(1, o['total_steps'] - o['warmup_steps']))
   end = o['lr'] * o['final_fraction']
   return end + (o['lr'] - end) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def machine_probe(n: int = 1024, repeats: int = 5) -> float:
+  """GFLOP/s of the same NumPy float32 n^3 matmul in every child (median
+  of repeats): how much of the machine a child had, whatever its
+  framework. On a shared machine a low figure flags a busy moment."""
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  a = np.ones((n, n), np.float32)
+  a @ a
+  times = []
+  for _ in range(repeats):
+    t = time.perf_counter()
+    a @ a
+    times.append(time.perf_counter() - t)
+  return 2 * n ** 3 / statistics.median(times) / 1e9
 
 
 def _time_steps(step, warmup: int, steps: int) -> list[float]:
@@ -541,8 +563,9 @@ def child_main(args) -> int:
                 python=sys.executable)
   code = 0
   try:
+    before = machine_probe()
     result.update(CHILDREN[args.child](args, SPECS[args.model]),
-                  status='ok')
+                  status='ok', probe_gflops=[before, machine_probe()])
   except NotInstalled as e:
     result.update(status='not installed', error=str(e),
                   install=INSTALL[args.child])
@@ -631,6 +654,7 @@ def aggregate(runs: list[dict], batch: int) -> list[dict]:
         examples_per_s=batch / median, params=ok[0]['params'],
         time_to_first_step_s=statistics.median(
             r['time_to_first_step_s'] for r in ok),
+        probe_gflops=min(min(r['probe_gflops']) for r in ok),
         loss=ok[-1]['loss'], versions=ok[0].get('versions', {}))
     out.append(row)
   ours = {r['dtype']: r for r in out if r['framework'] == 'multimodal'}
@@ -646,7 +670,8 @@ def aggregate(runs: list[dict], batch: int) -> list[dict]:
 
 def format_table(rows: list[dict]) -> str:
   head = ('framework', 'precision', 'step median', 'step min', 'examples/s',
-          'params', 'first step', 'step vs ours', 'first vs ours')
+          'params', 'first step', 'step vs ours', 'first vs ours',
+          'probe')
   lines = [head]
   ratio = lambda x: '-' if x is None else f'{x:.2f}x'
   count = lambda n: f'{n / 1e6:.2f}M' if n >= 1e6 else f'{n:,}'
@@ -655,7 +680,8 @@ def format_table(rows: list[dict]) -> str:
                   f'{r["step_s_median"]:.3f} s', f'{r["step_s_min"]:.3f} s',
                   f'{r["examples_per_s"]:.2f}', count(r['params']),
                   f'{r["time_to_first_step_s"]:.1f} s',
-                  ratio(r['step_vs_ours']), ratio(r['first_step_vs_ours'])))
+                  ratio(r['step_vs_ours']), ratio(r['first_step_vs_ours']),
+                  f'{r["probe_gflops"]:.0f} GFLOP/s'))
   widths = [max(len(l[i]) for l in lines) for i in range(len(head))]
   fmt = lambda l: '  '.join(c.ljust(w) for c, w in zip(l, widths)).rstrip()
   return '\n'.join([fmt(lines[0]), fmt(['-' * w for w in widths])]
@@ -704,7 +730,8 @@ def parent_main(args) -> dict:
         if r['status'] == 'ok':
           print(f'{r["step_s_median"]:.3f} s/step, first step '
                 f'{r["time_to_first_step_s"]:.1f} s (child '
-                f'{r["child_wall_s"]:.0f} s)', flush=True)
+                f'{r["child_wall_s"]:.0f} s, probe '
+                f'{min(r["probe_gflops"]):.0f} GFLOP/s)', flush=True)
         elif r['status'] == 'not installed':
           skipped[framework] = (f'not installed ({r["error"]}); install: '
                                 f'{r["install"]}')
@@ -716,6 +743,11 @@ def parent_main(args) -> dict:
   rows = aggregate(runs, args.batch)
   print()
   print(format_table(rows) if rows else '(no framework ran)')
+  if rows:
+    print('probe: the lowest GFLOP/s of one NumPy float32 1024^3 matmul, '
+          'run in every child before and after its steps (a low figure: '
+          'the machine was busy then; compare only rows with similar '
+          'probes)')
   for framework, why in skipped.items():
     print(f'{framework}: {why}')
   for r in runs:
