@@ -62,6 +62,8 @@ def test_fast_path_benchmark_smoke(tmp_path):
     assert math.isfinite(r['step_s_median']) and r['step_s_median'] > 0
   assert results[0]['dtype'] == 'bfloat16'
   assert '| cache_warm |' in stdout
+
+
 def test_peers_benchmark_smoke(tmp_path):
   """Ours alone (CI has no peer): the table, the JSON and the parameter
   check against the analytic count of the matched model."""
