@@ -29,7 +29,8 @@ excluded) to the end of the first step, i.e. init + compile + first step.
 
 The frameworks:
   multimodal  ours: benchmarks/train_step.run (the trainer's own jitted,
-              donated step; --dtype bfloat16 puts the towers in bf16).
+              donated step; --dtype bfloat16: train_step.model_config's
+              bf16 compute, float32 parameters).
   open_clip   PyTorch: `open_clip.create_model` on a model config registered
               with `open_clip.add_model_config` (custom_text, as open_clip's
               SigLIP configs): the image tower a timm ViT (class_token=False,
@@ -267,7 +268,7 @@ def child_multimodal(args, spec) -> dict:
                      args.dtype)
   return dict(
       precision=('float32' if args.dtype == 'float32'
-                 else 'bfloat16 (towers)'),
+                 else 'bfloat16 (compute)'),
       step_s_median=r['step_s_median'], step_s_min=r['step_s_min'],
       params=round(r['params_m'] * 1e6),
       time_to_first_step_s=r['time_to_first_step_s'],
