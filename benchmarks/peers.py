@@ -132,8 +132,10 @@ TEMPERATURE_INIT, BIAS_INIT = 10.0, -10.0
 INSTALL = {
     'multimodal': 'pip install -e . (the repository itself)',
     'open_clip': ("make bench-peers, or: python3 -m venv .venv-bench && "
-                  ".venv-bench/bin/pip install -e '.[bench]', then "
-                  '--torch_python .venv-bench/bin/python'),
+                  ".venv-bench/bin/pip install 'open_clip_torch>=3.3,<4' "
+                  'torch==2.14.1 torchvision==0.29.1 numpy (setup.cfg\'s '
+                  'bench extra), then --torch_python '
+                  '.venv-bench/bin/python'),
     'big_vision': ('a source checkout of google-research/big_vision (git '
                    'clone, or an archive of it), passed as --big_vision_dir '
                    'DIR or BIG_VISION_DIR=DIR; its other imports (flax, '
@@ -274,7 +276,7 @@ def child_multimodal(args, spec) -> dict:
       time_to_first_step_s=r['time_to_first_step_s'],
       loss=r['loss'], device=r['device'],
       versions={'jax': jax.__version__, 'flax': flax.__version__},
-      detail={k: r[k] for k in ('init_s', 'lower_s', 'compile_s',
+      detail={k: r.get(k) for k in ('init_s', 'lower_s', 'compile_s',
                                 'first_step_s', 'mfu', 'temp_memory_mib',
                                 'xla_flops_per_step',
                                 'model_flops_per_step')})
