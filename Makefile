@@ -8,7 +8,7 @@ DEMO_CONFIG ?= projects/digits/configs/contrastive.py
 EXPORT_DIR ?= exports/contrastive_digits
 FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
-.PHONY: demo test test-all setup data clean finetune
+.PHONY: demo test test-all setup data clean finetune bench-peers
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -44,6 +44,28 @@ test: setup
 
 test-all: setup
 	$(PY) -m pytest -q -n 2 tests
+
+# The training step side by side with open_clip and big_vision
+# (benchmarks/peers.py; see benchmarks/README.md). open_clip runs in its own
+# venv with the `bench` extra's packages alone (setup.cfg); big_vision from
+# a source checkout: make bench-peers BIG_VISION_DIR=../big_vision.
+BENCH_VENV ?= .venv-bench
+BENCH_PY := $(BENCH_VENV)/bin/python
+BIG_VISION_DIR ?=
+PEERS_ARGS ?= --model siglip_b32 --batch 32 --rounds 2
+
+$(BENCH_VENV)/.installed: setup.cfg
+	test -x $(BENCH_PY) || $(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_PY) -m pip install --quiet --upgrade pip
+	$(PYTHON) -c 'import configparser; c = configparser.ConfigParser(); \
+	  c.read("setup.cfg"); \
+	  print(c["options.extras_require"]["bench"].strip())' \
+	  | xargs $(BENCH_PY) -m pip install --quiet
+	touch $@
+
+bench-peers: setup $(BENCH_VENV)/.installed
+	BIG_VISION_DIR=$(BIG_VISION_DIR) $(PY) benchmarks/peers.py \
+	  --torch_python $(BENCH_PY) $(PEERS_ARGS)
 
 clean:
 	rm -rf $(WORKDIR) $(EXPORT_DIR) $(FINETUNE_WORKDIR)

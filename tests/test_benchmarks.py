@@ -6,6 +6,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -60,3 +62,100 @@ def test_fast_path_benchmark_smoke(tmp_path):
     assert math.isfinite(r['step_s_median']) and r['step_s_median'] > 0
   assert results[0]['dtype'] == 'bfloat16'
   assert '| cache_warm |' in stdout
+
+
+def test_peers_benchmark_smoke(tmp_path):
+  """Ours alone (CI has no peer): the table, the JSON and the parameter
+  check against the analytic count of the matched model."""
+  from benchmarks import peers  # pylint: disable=g-import-not-at-top
+  out = tmp_path / 'peers.json'
+  stdout = _run('peers.py', '--model', 'tiny', '--frameworks', 'multimodal',
+                '--rounds', '1', '--steps', '2', '--warmup', '0',
+                '--json', str(out))
+  assert 'step median' in stdout and 'first vs ours' in stdout, stdout
+  assert 'multimodal  float32' in stdout, stdout
+  with open(out) as f:
+    result = json.load(f)
+  (row,) = result['rows']
+  assert row['framework'] == 'multimodal' and row['status'] == 'ok', row
+  for key in ('step_s_median', 'step_s_min', 'examples_per_s',
+              'time_to_first_step_s', 'loss'):
+    assert math.isfinite(row[key]) and row[key] > 0, (key, row)
+  assert row['step_s_min'] <= row['step_s_median']
+  assert row['step_vs_ours'] == 1.0
+  expected = peers.spec_param_count(peers.SPECS['tiny'])
+  assert row['params'] == expected == result['params']['analytic']
+  assert result['params']['matched'], result['params']
+  assert [r['framework'] for r in result['runs']] == ['multimodal']
+
+
+def test_peers_missing_frameworks_are_skipped(tmp_path):
+  """A peer that is not there is reported with how to install it, and the
+  run goes on (here: nothing runs, and that is not a crash)."""
+  out = tmp_path / 'peers.json'
+  stdout = _run('peers.py', '--model', 'tiny', '--frameworks',
+                'open_clip,big_vision', '--rounds', '2',
+                '--torch_python', str(tmp_path / 'no_such_python'),
+                '--big_vision_dir', str(tmp_path), '--json', str(out))
+  assert 'no framework ran' in stdout, stdout
+  with open(out) as f:
+    result = json.load(f)
+  assert set(result['skipped']) == {'open_clip', 'big_vision'}
+  assert 'bench-peers' in result['skipped']['open_clip']
+  assert 'BIG_VISION_DIR' in result['skipped']['big_vision']
+  assert len(result['runs']) == 2  # skipped after the first round
+
+
+def _python_with(module):
+  """The first interpreter that imports `module`: $PEERS_TORCH_PYTHON,
+  .venv-bench (make bench-peers), this one."""
+  candidates = [os.environ.get('PEERS_TORCH_PYTHON'),
+                os.path.join(ROOT, '.venv-bench', 'bin', 'python'),
+                sys.executable]
+  for python in filter(None, candidates):
+    if not os.path.exists(python):
+      continue
+    probe = subprocess.run([python, '-c', f'import {module}'],
+                           capture_output=True, timeout=300)
+    if probe.returncode == 0:
+      return python
+  return None
+
+
+def _run_child(python, framework, tmp_path, *extra):
+  from benchmarks import peers  # pylint: disable=g-import-not-at-top
+  out = tmp_path / f'{framework}.json'
+  run = subprocess.run(
+      [python, 'benchmarks/peers.py', '--child', framework, '--model',
+       'tiny', '--steps', '2', '--warmup', '0', '--out', str(out), *extra],
+      cwd=ROOT, capture_output=True, text=True, timeout=600)
+  assert run.returncode == 0, run.stderr[-3000:]
+  with open(out) as f:
+    result = json.load(f)
+  assert result['status'] == 'ok', result
+  for key in ('step_s_median', 'step_s_min', 'time_to_first_step_s'):
+    assert math.isfinite(result[key]) and result[key] > 0, (key, result)
+  assert math.isfinite(result['loss']), result
+  return result, peers.spec_param_count(peers.SPECS['tiny'])
+
+
+def test_peers_open_clip_child(tmp_path):
+  python = _python_with('open_clip')
+  if python is None:
+    pytest.skip('open_clip is not importable (make bench-peers, or '
+                'PEERS_TORCH_PYTHON=an interpreter that has it)')
+  result, expected = _run_child(python, 'open_clip', tmp_path)
+  # timm's SigLIP ViT + open_clip's text tower: the same parameters as ours.
+  assert result['params'] == expected, result
+  assert result['precision'] == 'float32'
+  assert result['detail']['model_class'] == 'CustomTextCLIP'
+
+
+def test_peers_big_vision_child(tmp_path):
+  directory = os.environ.get('BIG_VISION_DIR', '')
+  if not os.path.isdir(os.path.join(directory, 'big_vision')):
+    pytest.skip('no big_vision checkout (BIG_VISION_DIR)')
+  result, expected = _run_child(sys.executable, 'big_vision', tmp_path,
+                                '--big_vision_dir', directory)
+  # Its two projection heads have biases (2 x embed_dim): ours have none.
+  assert result['params'] == expected + 2 * 32, result
