@@ -50,8 +50,6 @@ from experiments import image_text
 from projects.digits import data as digits_data
 from projects.digits.configs import contrastive as digits_contrastive
 from multimodal import mesh as mesh_lib
-from multimodal import optimizer as optim_lib
-from multimodal import registry
 from multimodal import runtime
 from multimodal import train
 
@@ -229,11 +227,7 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
   config.mesh.data = -1
   t0 = time.perf_counter()
   mesh = mesh_lib.build_mesh(config.mesh)
-  task = registry.get('task', config.task)(config)
-  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
-  lr = optim_lib.schedule(config.optimizer, config.total_steps)
-  ts = train.make_train_state(config, tx, mesh)
-  step_fn = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer)
+  task, ts, step_fn = train.make_trainer(config, mesh)
   with jax.set_mesh(mesh):
     t_build = time.perf_counter() - t0
     t = time.perf_counter()

@@ -555,21 +555,40 @@ class PreemptionGuard:
   def requested(self) -> bool:
     return self._event.is_set()
 
-  def agreed(self) -> bool:
+  def agreed(self, step: int | None = None) -> bool:
     """True once any process has been signalled; the same on every process.
 
     Saving is collective, so processes must stop at the same step even when
     the signal reaches them at different times. Costs one tiny host
     all-gather per call when there are several processes.
+
+    step: given by the training loop at every step (the same steps on every
+    process): JAX's own preemption service (multi-process runs; on Cloud
+    TPU it hears of maintenance events) is asked too, whether all
+    processes reached its sync point.
     """
     if jax.process_count() == 1:
       return self.requested
     # pylint: disable-next=g-import-not-at-top
     from jax.experimental import multihost_utils
     flags = multihost_utils.process_allgather(np.array(self.requested))
-    return bool(np.any(flags))
+    if bool(np.any(flags)):
+      return True
+    return step is not None and _jax_preemption_sync_point(step)
 
   def restore_handler(self):
     for sig, previous in self._previous.items():
       signal.signal(sig, previous)
     self._previous = {}
+
+
+def _jax_preemption_sync_point(step: int) -> bool:
+  """multihost_utils.reached_preemption_sync_point(step), False where JAX's
+  preemption service is off (jax_enable_preemption_service) or not started.
+  Its answer is the same on every process."""
+  # pylint: disable-next=g-import-not-at-top
+  from jax.experimental import multihost_utils
+  try:
+    return bool(multihost_utils.reached_preemption_sync_point(step))
+  except RuntimeError:  # the service was not initialised
+    return False

@@ -220,6 +220,19 @@ def check_health(health, config, step: int) -> dict:
   return h
 
 
+def make_trainer(config, mesh):
+  """(task, TrainState, jitted train step) of an experiment config on
+  `mesh`: what train_and_evaluate runs (benchmarks and tests build it the
+  same way)."""
+  task = registry.get('task', config.task)(config)
+  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
+  lr_schedule = optim_lib.schedule(config.optimizer, config.total_steps)
+  ts = make_train_state(config, tx, mesh)
+  step = make_train_step(task, tx, lr_schedule, ts, mesh, config.optimizer,
+                         config.get('on_nonfinite', 'stop'))
+  return task, ts, step
+
+
 def read_init_from(config, ts: TrainState) -> dict:
   """{param path: NumPy array} that config.init_from selects (logged)."""
   arrays, notes = pretrained.init_from(config.init_from, config.model,
@@ -402,20 +415,14 @@ def _train_and_evaluate(config, workdir: str, guard) -> dict:
   mesh = mesh_lib.build_mesh(config.mesh)
   mesh_lib.check_batch_size(config.batch_size, mesh)
   mesh_lib.check_batch_size(config.eval_batch_size, mesh)
-  task = registry.get('task', config.task)(config)
+  task, ts, train_step = make_trainer(config, mesh)
   log(f'Devices: {jax.device_count()} ({jax.devices()[0].platform}), '
       f'processes: {jax.process_count()}, mesh: {dict(mesh.shape)}, '
       f'allocator: {runtime.allocator()}, compilation cache: '
       f'{jax.config.jax_compilation_cache_dir or "off"}')
 
-  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
-  lr_schedule = optim_lib.schedule(config.optimizer, config.total_steps)
-  ts = make_train_state(config, tx, mesh)
   log(sharding.describe(ts.shardings, ts.abstract) +
       f' (rules: {config.sharding.rules})')
-  train_step = make_train_step(task, tx, lr_schedule, ts, mesh,
-                               config.optimizer,
-                               config.get('on_nonfinite', 'stop'))
   groups = optim_lib.group_sizes(config.optimizer, ts.abstract['params'])
   if len(groups) > 1:
     log('Parameter groups (values): ' + ', '.join(
@@ -525,7 +532,7 @@ def _train_and_evaluate(config, workdir: str, guard) -> dict:
                if health['skipped'] else ''))
         t_last, step_last = now, step
         preprocess.skipped.check(config.input.max_skip_fraction)
-      stop = guard.agreed()
+      stop = guard.agreed(step)
       if step % config.checkpoint_every == 0 or stop:
         check_health(state['health'], config, step)  # never save a bad state
         checkpointer.save(step, state, train_iter, force=stop)

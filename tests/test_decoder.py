@@ -110,17 +110,22 @@ def test_causal_and_memory_mask():
 
 @pytest.mark.parametrize('with_memory', [True, False])
 def test_decode_in_chunks_matches_forward(with_memory):
-  model = _decoder()
   memory, mask = (MEMORY, MEMORY_MASK) if with_memory else (None, None)
   tokens = jnp.array([[2, 5, 6, 7, 8, 9]] * 3, jnp.int32)
-  expected = _forward(model, tokens, memory, mask)
+  np.testing.assert_allclose(
+      _decode_in_chunks(_decoder(), tokens, memory, mask),
+      _forward(_decoder(), tokens, memory, mask), atol=1e-5)
+
+
+def _decode_in_chunks(model, tokens, memory, mask):
+  """Logits of a 3-token prompt chunk, then one token at a time."""
   cache = model.init_cache(3, 8, memory, mask)
   got, cache = _decode(model, tokens[:, :3], cache, 0)
   steps = [got]
-  for t in range(3, 6):
+  for t in range(3, tokens.shape[1]):
     logits, cache = _decode(model, tokens[:, t:t + 1], cache, t)
     steps.append(logits)
-  np.testing.assert_allclose(jnp.concatenate(steps, 1), expected, atol=1e-5)
+  return jnp.concatenate(steps, 1)
 
 
 def test_errors():
@@ -303,17 +308,11 @@ def test_scanned_layers_give_the_unrolled_training_logits(remat):
 
 @pytest.mark.parametrize('with_memory', [True, False])
 def test_scanned_layers_decode_in_chunks_as_unrolled(with_memory):
-  model = _scanned()
   memory, mask = (MEMORY, MEMORY_MASK) if with_memory else (None, None)
   tokens = jnp.array([[2, 5, 6, 7, 8, 9]] * 3, jnp.int32)
-  expected = _forward(_decoder(), tokens, memory, mask)
-  cache = model.init_cache(3, 8, memory, mask)
-  got, cache = _decode(model, tokens[:, :3], cache, 0)
-  steps = [got]
-  for t in range(3, 6):
-    logits, cache = _decode(model, tokens[:, t:t + 1], cache, t)
-    steps.append(logits)
-  np.testing.assert_allclose(jnp.concatenate(steps, 1), expected, atol=1e-5)
+  np.testing.assert_allclose(
+      _decode_in_chunks(_scanned(), tokens, memory, mask),
+      _forward(_decoder(), tokens, memory, mask), atol=1e-5)
 
 
 @pytest.mark.parametrize('use_cache', [True, False])

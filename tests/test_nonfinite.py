@@ -10,8 +10,6 @@ import orbax.checkpoint as ocp
 import pytest
 
 from multimodal import mesh as mesh_lib
-from multimodal import optimizer as optim_lib
-from multimodal import registry
 from multimodal import train
 from multimodal.data import pipeline
 
@@ -25,12 +23,7 @@ def _run(config, policy, steps=6):
   returns the state after every step."""
   config.on_nonfinite = policy
   mesh = mesh_lib.build_mesh(config.mesh)
-  task = registry.get('task', config.task)(config)
-  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
-  lr = optim_lib.schedule(config.optimizer, config.total_steps)
-  ts = train.make_train_state(config, tx, mesh)
-  step_fn = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer,
-                                  policy)
+  task, ts, step_fn = train.make_trainer(config, mesh)
   it, _, _ = pipeline.make_iterator(config, 'train', train=True,
                                     fields=task.fields, batch_size=8)
   states = []

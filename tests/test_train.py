@@ -13,7 +13,6 @@ import conftest
 
 from multimodal import mesh as mesh_lib
 from multimodal import metrics_writer
-from multimodal import optimizer as optim_lib
 from multimodal import registry
 from multimodal import train
 from multimodal.data import pipeline
@@ -116,11 +115,7 @@ def test_profile_steps_write_a_trace(tiny_config, tmp_path):
 def _one_step(config, batch):
   """(state after one train step, its metrics) for `config` on `batch`."""
   mesh = mesh_lib.build_mesh(config.mesh)
-  task = registry.get('task', config.task)(config)
-  tx = optim_lib.make_optimizer(config.optimizer, config.total_steps)
-  lr = optim_lib.schedule(config.optimizer, config.total_steps)
-  ts = train.make_train_state(config, tx, mesh)
-  step = train.make_train_step(task, tx, lr, ts, mesh, config.optimizer)
+  _, ts, step = train.make_trainer(config, mesh)
   with jax.set_mesh(mesh):
     state = jax.jit(ts.init, out_shardings=ts.shardings)()
     return step(state, train.shard_batch(batch,

@@ -25,7 +25,8 @@ from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.fusion import key_mask, media_projection
 from multimodal.models.partitioning import axes, constrain
 from multimodal.models.transformer import (REMAT_POLICIES, Mlp, layer_norm,
-                                           make_dropout, mlp_hidden)
+                                           make_blocks, make_dropout,
+                                           mlp_hidden)
 
 
 class KVCache(NamedTuple):
@@ -228,13 +229,7 @@ class TextDecoder(nnx.Module):
                           mlp_dim=size['mlp_dim'], dtype=dtype,
                           param_dtype=param_dtype, rngs=rngs)
 
-    if scan_layers:
-      stack = nnx.split_rngs(splits=depth)(nnx.vmap(
-          block, in_axes=0, out_axes=0,
-          transform_metadata={nnx.PARTITION_NAME: 'layers'}))
-      self.blocks = stack(rngs)
-    else:
-      self.blocks = nnx.List([block(rngs) for _ in range(depth)])
+    self.blocks = make_blocks(block, depth, scan_layers, rngs)
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, **kw)
     if tie_embeddings:
       self.head = None

@@ -126,6 +126,18 @@ REMAT_POLICIES = {
 }
 
 
+def make_blocks(block, depth: int, scan_layers: bool, rngs: nnx.Rngs):
+  """`depth` blocks from `block(rngs)`: an nnx.List, or with scan_layers one
+  block whose parameters are stacked along a leading axis named 'layers'
+  (for nnx.scan)."""
+  if scan_layers:
+    stack = nnx.split_rngs(splits=depth)(nnx.vmap(
+        block, in_axes=0, out_axes=0,
+        transform_metadata={nnx.PARTITION_NAME: 'layers'}))
+    return stack(rngs)
+  return nnx.List([block(rngs) for _ in range(depth)])
+
+
 class Encoder(nnx.Module):
   """A stack of `depth` pre-LN EncoderBlocks followed by a final LayerNorm.
 
@@ -156,13 +168,7 @@ class Encoder(nnx.Module):
                           attention_impl=attention_impl, mlp_dim=mlp_dim,
                           rngs=rngs)
 
-    if scan_layers:
-      stack = nnx.split_rngs(splits=depth)(nnx.vmap(
-          block, in_axes=0, out_axes=0,
-          transform_metadata={nnx.PARTITION_NAME: 'layers'}))
-      self.blocks = stack(rngs)
-    else:
-      self.blocks = nnx.List([block(rngs) for _ in range(depth)])
+    self.blocks = make_blocks(block, depth, scan_layers, rngs)
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, dtype=dtype,
                            param_dtype=param_dtype, rngs=rngs)
 
