@@ -11,6 +11,9 @@ import ml_collections as mlc
 
 from multimodal import distributed
 
+# What a step with a non-finite loss does to the run (config.on_nonfinite).
+NONFINITE_POLICIES = ('stop', 'skip')
+
 
 def base() -> mlc.ConfigDict:
   """A ConfigDict holding every framework-level key (see the comments)."""

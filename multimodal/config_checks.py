@@ -49,6 +49,7 @@ from typing import Any, Iterable
 from flax import nnx
 import jax
 
+from multimodal import base_config
 from multimodal import checkpoint as ckpt_lib
 from multimodal import mesh as mesh_lib
 from multimodal import pretrained
@@ -198,7 +199,7 @@ def _schedule(config) -> list[str]:
   out += _int_at_least(config, 'eval_every', 0,
                        'steps between evaluations; 0: only at the end')
   policy = _get(config, 'on_nonfinite', 'stop')
-  if policy not in ('stop', 'skip'):
+  if policy not in base_config.NONFINITE_POLICIES:
     out.append(problem('on_nonfinite', policy, "must be 'stop' or 'skip' (what "
                        'a step with a non-finite loss does to the run)'))
   out += _int_at_least(config, 'max_nonfinite_in_a_row', 1,

@@ -33,6 +33,7 @@ from ml_collections import config_flags
 import numpy as np
 import optax
 
+from multimodal import base_config
 from multimodal import checkpoint as ckpt_lib
 from multimodal import config as config_lib
 from multimodal import config_checks
@@ -100,9 +101,6 @@ def make_train_state(config, tx, mesh) -> TrainState:
   return TrainState(graphdef, init, abstract, shardings, rules)
 
 
-NONFINITE_POLICIES = ('stop', 'skip')
-
-
 def initial_health() -> dict:
   """The train state's record of non-finite steps (int32 scalars).
 
@@ -130,9 +128,9 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
   the state the host finds when it checks (check_health) is the one before
   the first bad step; 'skip' carries on with the next batch.
   """
-  if on_nonfinite not in NONFINITE_POLICIES:
+  if on_nonfinite not in base_config.NONFINITE_POLICIES:
     raise ValueError(f'config.on_nonfinite={on_nonfinite!r}: use one of '
-                     f'{NONFINITE_POLICIES}.')
+                     f'{base_config.NONFINITE_POLICIES}.')
   config_opt = config_opt or {}
 
   frozen = optim_lib.frozen_mask(config_opt, ts.abstract['params'])
