@@ -64,6 +64,15 @@ def test_fast_path_benchmark_smoke(tmp_path):
   assert '| cache_warm |' in stdout
 
 
+def test_fast_path_scan_cache_warm_combines_both():
+  from benchmarks import fast_path  # pylint: disable=g-import-not-at-top
+  args, env = fast_path.variant_command('scan_cache_warm', 'tiny', '/c')
+  assert not env
+  assert args[-2:] == ['--compilation_cache', '/c_scan']
+  scanned = [a for a in args if a.endswith('.scan_layers=True')]
+  assert scanned and len(scanned) == len(fast_path._stacks('tiny'))
+
+
 def test_peers_benchmark_smoke(tmp_path):
   """Ours alone (CI has no peer): the table, the JSON and the parameter
   check against the analytic count of the matched model."""
