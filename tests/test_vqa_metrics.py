@@ -168,9 +168,10 @@ def _port_punctuation(in_text):
 
 
 def _port_digit_article(in_text):
+  numbers = vqa_answers._NUMBERS  # pylint: disable=protected-access
   words = []
   for word in in_text.lower().split():
-    word = vqa_answers._NUMBERS.get(word, word)  # pylint: disable=protected-access
+    word = numbers.get(word, word)
     if word not in ('a', 'an', 'the'):
       words.append(word)
   table = vqa_answers._CONTRACTIONS  # pylint: disable=protected-access
