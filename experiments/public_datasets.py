@@ -132,5 +132,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.decoder.max_len = 32
     c.captioning = dict(targets=(('image', 'image_text'),))
     c.decoding.max_new_tokens = 30
-    c.evals = dict(caption=dict(type='caption'))
+    # ptb=True (--config.evals.caption.ptb=True) adds coco-caption's
+    # PTB-tokenised bleu4_ptb / cider_ptb, the numbers papers report (needs
+    # java; multimodal/evaluators/captioning.py).
+    c.evals = dict(caption=dict(type='caption', ptb=False))
   return c

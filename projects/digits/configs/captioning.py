@@ -66,7 +66,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.decoding.max_new_tokens = 20
   # Tuples, not lists: ml_collections can override tuples from the command
   # line.
-  c.evals = dict(caption=dict(type='caption', wer_media=('audio',)))
+  # ptb=True (--config.evals.caption.ptb=True) also reports coco-caption's
+  # PTB-tokenised bleu4_ptb / cider_ptb (needs java).
+  c.evals = dict(caption=dict(type='caption', wer_media=('audio',),
+                              ptb=False))
 
   if 'tiny' in flags:
     seq2seq.make_tiny(c)
