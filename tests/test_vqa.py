@@ -1,5 +1,6 @@
 """VQA: aligned question fields, per-type bookkeeping, a real training run."""
 import collections
+import types
 
 import numpy as np
 import pytest
@@ -42,6 +43,18 @@ def test_accuracy_by_type():
     vqa_metrics.accuracy_by_type(['1'], [['1']], ['all'])
   with pytest.raises(ValueError, match='one reference list'):
     vqa_metrics.accuracy_by_type(['1', '2'], [['1']], ['sum'])
+
+
+def test_summary_names_each_metric():
+  task = types.SimpleNamespace(conditions={'full': (), 'masked_audio': ()})
+  metrics = {'test/vqa_acc/full/all': 0.5, 'test/vqa_acc/masked_audio/all':
+             0.25, 'test/exact_match/full/all': 1.0,
+             'test/exact_match/masked_audio/all': 0.5,
+             'test/vqa_count/sum': 3}
+  assert vqa.VqaTask.summary(task, metrics, 'test') == (
+      'VQA accuracy (vqa_acc) % (full / masked_audio): all 50.0/25.0; '
+      'exact-match accuracy (exact_match) % (full / masked_audio): '
+      'all 100.0/50.0')
 
 
 def test_batches_hold_every_question_of_a_record(vqa_tiny_config):

@@ -313,3 +313,5 @@ def test_evaluator_refuses_leave_one_out_on_single_references():
   vqa.Vqa(_task(1), metric='exact_match')
   with pytest.raises(ValueError, match='Unknown VQA metric'):
     vqa.Vqa(_task(10), metric='accuracy')
+  with pytest.raises(ValueError, match='each once'):
+    vqa.Vqa(_task(10), metric=('vqa_acc', 'vqa_acc'))

@@ -215,9 +215,9 @@ class Vqa(evaluators.Evaluator):
   def __init__(self, task, conditions=None, metric=DEFAULT_METRIC):
     self.metrics = ((metric,) if isinstance(metric, str)
                     else tuple(metric))
-    if not self.metrics:
-      raise ValueError(f'vqa evaluator: metric is empty; name one of '
-                       f'{list(METRICS)}.')
+    if not self.metrics or len(set(self.metrics)) != len(self.metrics):
+      raise ValueError(f'vqa evaluator: metric={metric!r} must name one or '
+                       f'more of {list(METRICS)}, each once.')
     for m in self.metrics:
       check_metric(m)
     max_refs = task.config.input.get('max_references')

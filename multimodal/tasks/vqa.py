@@ -151,4 +151,5 @@ class VqaTask(base.Task):
             f'{100 * v:.1f}' for v in values if v is not None))
       sections.append(f'{label} ({name}) % ({" / ".join(self.conditions)}): '
                    + ', '.join(parts))
-    return '; '.join(sections)
+    # No VQA evaluator configured: the generic line of whatever was measured.
+    return '; '.join(sections) or super().summary(metrics, prefix)
