@@ -39,9 +39,11 @@ the name is also the one the evaluator reports the score under:
               as above. 'yes.' vs ten 'Yes' scores 1.
   'exact_match'  not the VQA metric: 1 if the normalised prediction equals
               some normalised reference, else 0, for any number of
-              references; the usual score of datasets with one answer per
-              question (GQA, CLEVR, the digits VQA task), where the
-              leave-one-out metrics give 0 throughout.
+              references; the kind of score used for data with one answer
+              per question (GQA, CLEVR, the digits VQA task), where the
+              leave-one-out metrics give 0 throughout. Both sides go
+              through normalize_answer first ('The dog' matches 'dog'), so
+              it can read higher than a comparison of raw strings.
 
 Scores are fractions in [0, 1]; the official script reports x100 (rounded
 to 2 decimals). The evaluator scores the references it is given: in the VQA
