@@ -7,7 +7,8 @@ r"""Captioning and VQA on public tfds datasets, by field mapping alone.
 NAME:
   clevr          VQA (tfds 'clevr' >= 3.1: question_answer/question,
                  question_answer/answer; one question per image drawn per
-                 example, as images hold different numbers of questions).
+                 example, as images hold different numbers of questions),
+                 scored by exact match ('exact_match/full/all').
   coco_captions  captioning (tfds 'coco_captions', Karpathy splits:
                  captions/text, 5-7 references per image).
   librispeech    speech to text (tfds 'librispeech': decoded 16 kHz int16
@@ -118,7 +119,10 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.decoder.max_len = 1 + 48 + 8
     c.vqa = dict(media=('image',), ablate_modalities=False)
     c.decoding.max_new_tokens = 8
-    c.evals = dict(vqa=dict(type='vqa'))
+    # CLEVR has one answer per question: the official VQA accuracy would
+    # score 0 throughout (multimodal/evaluators/vqa.py), exact match is its
+    # metric.
+    c.evals = dict(vqa=dict(type='vqa', metric='exact_match'))
   else:
     c.task = 'captioning'
     c.input.fields = dict(image='image', image_text='captions/text',
@@ -128,5 +132,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
     c.model.decoder.max_len = 32
     c.captioning = dict(targets=(('image', 'image_text'),))
     c.decoding.max_new_tokens = 30
-    c.evals = dict(caption=dict(type='caption'))
+    # ptb=True (--config.evals.caption.ptb=True) adds coco-caption's
+    # PTB-tokenised bleu4_ptb / cider_ptb, the numbers papers report (needs
+    # java; multimodal/evaluators/captioning.py).
+    c.evals = dict(caption=dict(type='caption', ptb=False))
   return c

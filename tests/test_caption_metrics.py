@@ -1,7 +1,12 @@
 """Tests for caption metrics: tokenisation, BLEU, CIDEr-D, exact match, WER."""
+import math
+import shutil
+import types
+
 import pytest
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.tokenizer.ptbtokenizer import PTBTokenizer
 
 from multimodal.evaluators import captioning
 
@@ -79,6 +84,38 @@ def test_edit_distance(hyp, ref, distance):
   assert captioning.edit_distance(ref, hyp) == distance
 
 
+def test_bleu_has_no_smoothing():
+  # Two words: no 3- or 4-gram to match, only the scorer's epsilons.
+  score = captioning.bleu(['a dog'], [['a dog runs']])
+  assert 0 < score < 1e-3
+  # p1 = p2 = 1; brevity penalty exp(1 - 3/2).
+  assert captioning.bleu(['a dog'], [['a dog runs']], max_order=2) == (
+      pytest.approx(math.exp(-0.5)))
+
+
+def test_cider_is_at_most_ten():
+  preds = ['a red car', 'two dogs play', 'a cat sleeps']
+  refs = [['a red car', 'a red car parked'], ['two dogs play'],
+          ['a cat sleeps on a sofa', 'a cat sleeps']]
+  assert 0 < captioning.cider_d(preds, refs) < 10
+
+
+@pytest.mark.parametrize('text,words', [
+    ("Don't stop-go!", ["don't", 'stop', 'go']),
+    ("JOHN'S 'quoted' rock'n'roll", ["john's", 'quoted', "rock'n'roll"]),
+    ('', []),
+])
+def test_words(text, words):
+  assert captioning.words(text) == words
+
+
+def test_word_error_rate_counts_words_not_clitics():
+  # "don't" is one word: one substitution over two words (tokenize would
+  # count 'don' + "'t", three tokens, two errors).
+  assert captioning.word_error_rate(['dont stop'], ["Don't stop."]) == 0.5
+  assert captioning.word_error_rate(["john's dog"], ['JOHN\'S DOG']) == 0.0
+
+
 def test_word_error_rate():
   # 1 deletion (of "down") + 1 deletion ("there") over 4 + 3 words.
   assert captioning.word_error_rate(
@@ -89,3 +126,67 @@ def test_word_error_rate():
   assert captioning.word_error_rate([''], ['one two']) == pytest.approx(1.0)
   assert captioning.word_error_rate(['same'], ['Same!']) == 0.0
   assert captioning.word_error_rate([''], ['']) == 0.0
+
+
+needs_java = pytest.mark.skipif(shutil.which('java') is None,
+                                reason="coco-caption's PTB tokenizer needs java")
+
+
+@needs_java
+def test_ptb_tokenizer_is_coco_captions():
+  texts = ["A man's well-known dog, don't you think?", 'Two (2) cats: $2.50',
+           '', 'a/b 1,000']
+  assert captioning.ptb_tokenize(texts) == [
+      "a man 's well-known dog do n't you think",
+      'two -lrb- 2 -rrb- cats $ 2.50', '', 'a/b 1,000']
+  # ... where the built-in tokenizer splits differently.
+  assert captioning.tokenize(texts[0]) == [
+      'a', 'man', "'s", 'well', 'known', 'dog', 'don', "'t", 'you', 'think']
+
+
+@needs_java
+def test_ptb_scores_are_coco_captions_pipeline():
+  """tokenizer='ptb' equals coco-caption's own pipeline: PTBTokenizer on
+  {id: [{'caption': ...}]}, then the scorers."""
+  preds = PREDICTIONS + ['A well-known (2) dog, $5']
+  refs = REFERENCES + [['a well-known dog', 'two dogs, $5 each']]
+  gts = PTBTokenizer().tokenize(
+      {i: [{'caption': r} for r in captioning._as_lists(refs)[i]]
+       for i in range(len(refs))})
+  res = PTBTokenizer().tokenize({i: [{'caption': p}]
+                                 for i, p in enumerate(preds)})
+  bleu4, _ = Bleu(4).compute_score(gts, res, verbose=0)
+  cider, _ = Cider().compute_score(gts, res)
+  scores = captioning.caption_scores(preds, refs, 'ptb')
+  assert scores == {'bleu4': pytest.approx(bleu4[3], rel=1e-12),
+                    'cider': pytest.approx(cider, rel=1e-12)}
+  assert captioning.cider_d(preds, refs, tokenizer='ptb') == scores['cider']
+  # The built-in tokenizer gives other numbers on these texts.
+  assert captioning.caption_scores(preds, refs)['cider'] != pytest.approx(
+      cider, rel=1e-3)
+
+
+@needs_java
+def test_evaluator_reports_ptb_scores_by_name():
+  task = types.SimpleNamespace(media=('image',))
+  outputs = {'prediction/image': PREDICTIONS,
+             'references/image': REFERENCES}
+  plain = captioning.Caption(task)(outputs, None)
+  assert sorted(plain) == ['caption/image/bleu4', 'caption/image/cider',
+                           'caption/image/exact_match']
+  both = captioning.Caption(task, ptb=True)(outputs, None)
+  assert set(both) == set(plain) | {'caption/image/bleu4_ptb',
+                                    'caption/image/cider_ptb'}
+  assert both['caption/image/cider_ptb'] == pytest.approx(
+      captioning.cider_d(PREDICTIONS, REFERENCES, tokenizer='ptb'))
+
+
+def test_ptb_without_java_is_a_clear_error(monkeypatch):
+  monkeypatch.setattr(captioning.shutil, 'which', lambda name: None)
+  task = types.SimpleNamespace(media=('image',))
+  with pytest.raises(ValueError, match='needs Java.*default-jre-headless'):
+    captioning.Caption(task, ptb=True)
+  with pytest.raises(ValueError, match='needs Java'):
+    captioning.bleu(['a'], ['a'], tokenizer='ptb')
+  with pytest.raises(ValueError, match="Unknown caption tokenizer 'nltk'"):
+    captioning.cider_d(['a'], ['a'], tokenizer='nltk')

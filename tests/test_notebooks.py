@@ -160,7 +160,7 @@ def test_finetune(digits_data_dir, tmp_path):
   assert (workdir / 'contrastive_export' / 'model.safetensors').exists()
   assert 'init_from ' in text and 'parameter arrays' in text
   final = json.loads((workdir / 'vqa' / 'final_validation.json').read_text())
-  assert 0 <= final['validation/vqa/full/all'] <= 1
+  assert 0 <= final['validation/exact_match/full/all'] <= 1
   assert 'of 20 answers right with both modalities' in text
   # Four records: each an HTML table (image and answers) and an audio player.
   html = [out['data']['text/html'] for out in _outputs(nb, 'display_data')

@@ -1,5 +1,6 @@
 """VQA: aligned question fields, per-type bookkeeping, a real training run."""
 import collections
+import types
 
 import numpy as np
 import pytest
@@ -25,17 +26,35 @@ def _texts(tokenizer, ids):
 
 
 def test_accuracy_by_type():
-  got = vqa_metrics.accuracy_by_type(
-      ['7', 'Seven', 'no', 'yes', '12'],
-      [['7'], ['6'], ['no'], ['no'], ['12', 'twelve']],
-      ['written', 'spoken', 'match', 'match', 'sum'])
+  predictions = ['7', 'Seven', 'no', 'yes', '12']
+  references = [['7'], ['6'], ['no'], ['no'], ['12', 'twelve']]
+  types = ['written', 'spoken', 'match', 'match', 'sum']
+  got = vqa_metrics.accuracy_by_type(predictions, references, types,
+                                     metric='exact_match')
   # 'Seven' normalises to '7', which is not '6'.
   assert got == {'all': 0.6, 'written': 1.0, 'spoken': 0.0, 'match': 0.5,
                  'sum': 1.0}
+  # The official VQA accuracy leaves one reference out: a single reference
+  # never counts, and '12' against ['12', 'twelve'] scores 1/6.
+  got = vqa_metrics.accuracy_by_type(predictions, references, types)
+  assert got == pytest.approx({'all': 1 / 30, 'written': 0.0, 'spoken': 0.0,
+                               'match': 0.0, 'sum': 1 / 6})
   with pytest.raises(ValueError, match='reserved'):
     vqa_metrics.accuracy_by_type(['1'], [['1']], ['all'])
   with pytest.raises(ValueError, match='one reference list'):
     vqa_metrics.accuracy_by_type(['1', '2'], [['1']], ['sum'])
+
+
+def test_summary_names_each_metric():
+  task = types.SimpleNamespace(conditions={'full': (), 'masked_audio': ()})
+  metrics = {'test/vqa_acc/full/all': 0.5, 'test/vqa_acc/masked_audio/all':
+             0.25, 'test/exact_match/full/all': 1.0,
+             'test/exact_match/masked_audio/all': 0.5,
+             'test/vqa_count/sum': 3}
+  assert vqa.VqaTask.summary(task, metrics, 'test') == (
+      'VQA accuracy (vqa_acc) % (full / masked_audio): all 50.0/25.0; '
+      'exact-match accuracy (exact_match) % (full / masked_audio): '
+      'all 100.0/50.0')
 
 
 def test_batches_hold_every_question_of_a_record(vqa_tiny_config):
@@ -125,18 +144,33 @@ def test_evaluation_bookkeeping_per_condition_and_type(vqa_tiny_config,
   assert metrics['test/num_examples'] == sum(counts.values()) == 5 * n
   for kind in TYPES:
     assert metrics[f'test/vqa_count/{kind}'] == counts[kind]
-    assert metrics[f'test/vqa/full/{kind}'] == 1.0
-    assert metrics[f'test/vqa/masked_image/{kind}'] == pytest.approx(
+    assert metrics[f'test/exact_match/full/{kind}'] == 1.0
+    assert metrics[f'test/exact_match/masked_image/{kind}'] == pytest.approx(
         zeros[kind] / counts[kind])
-    assert metrics[f'test/vqa/masked_audio/{kind}'] == pytest.approx(
+    assert metrics[f'test/exact_match/masked_audio/{kind}'] == pytest.approx(
         nos[kind] / counts[kind])
-  assert 0 < metrics['test/vqa/masked_audio/match'] < 1
-  assert metrics['test/vqa/full/all'] == 1.0
-  assert 'full' in task.summary(metrics, 'test')
+  assert 0 < metrics['test/exact_match/masked_audio/match'] < 1
+  assert metrics['test/exact_match/full/all'] == 1.0
+  assert not any('/vqa_acc' in k for k in metrics)  # one reference each
+  summary = task.summary(metrics, 'test')
+  assert summary.startswith('exact-match accuracy (exact_match) % (full / ')
+  assert 'all 100.0/' in summary
 
 
 def test_bad_configs_are_clear_errors(vqa_tiny_config):
   config = vqa_tiny_config
+  # The digits task has one answer per question: the official VQA accuracy
+  # would read 0 throughout, so the experiment names exact match ...
+  assert config.evals.vqa.metric == 'exact_match'
+  config.evals.vqa.metric = 'vqa_acc'
+  with pytest.raises(ValueError, match='max_references=1'):
+    registry.get('task', 'vqa')(config)
+  # ... and a config that names no metric gets the official one, refused
+  # here for the same reason.
+  del config.evals.vqa['metric']
+  with pytest.raises(ValueError, match="metric='exact_match'"):
+    registry.get('task', 'vqa')(config)
+  config.evals.vqa.metric = 'exact_match'
   config.model.decoder.max_len = 12
   with pytest.raises(ValueError, match='max_len'):
     registry.get('task', 'vqa')(config)
@@ -151,5 +185,5 @@ def test_tiny_training_lowers_the_loss_and_reports_metrics(vqa_tiny_config,
   final, _ = conftest.short_training_run(vqa_tiny_config, tmp_path)
   for condition in ('full', 'masked_image', 'masked_audio'):
     for kind in TYPES + ('all',):
-      assert 0.0 <= final[f'validation/vqa/{condition}/{kind}'] <= 1.0
+      assert 0.0 <= final[f'validation/exact_match/{condition}/{kind}'] <= 1.0
   assert final['validation/num_examples'] == 5 * 179

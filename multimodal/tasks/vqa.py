@@ -15,7 +15,10 @@ memory serves all K questions. Config:
                                ('image', 'audio')
   config.vqa.ablate_modalities also evaluate with each modality masked out
   config.decoding              max_new_tokens, beam_size (1 = greedy), alpha
-  config.evals                 e.g. dict(vqa=dict(type='vqa')), see
+  config.evals                 e.g. dict(vqa=dict(type='vqa')) (official
+                               VQA accuracy, 'vqa_acc/...') or
+                               dict(vqa=dict(type='vqa', metric='exact_match'))
+                               for one answer per question; see
                                multimodal/evaluators/vqa.py
 
 Evaluation answers every question of the eval split (greedy or beam) under
@@ -35,6 +38,7 @@ import numpy as np
 
 from multimodal import registry
 from multimodal.data import pipeline
+from multimodal.evaluators import vqa as vqa_metrics
 from multimodal.tasks import base
 from multimodal.tasks import text_generation
 
@@ -132,14 +136,20 @@ class VqaTask(base.Task):
     return out
 
   def summary(self, metrics, prefix='test') -> str:
-    head = f'{prefix}/vqa/full/'
-    kinds = [k[len(head):] for k in metrics if k.startswith(head)]
-    kinds = ['all'] + sorted(k for k in kinds if k != 'all')
-    parts = []
-    for kind in kinds:
-      values = [metrics.get(f'{prefix}/vqa/{c}/{kind}')
-                for c in self.conditions]
-      parts.append(f'{kind} ' + '/'.join(
-          f'{100 * v:.1f}' for v in values if v is not None))
-    return (f'VQA accuracy % ({" / ".join(self.conditions)}): '
-            + ', '.join(parts))
+    sections = []
+    for name, label in vqa_metrics.METRICS.items():
+      head = f'{prefix}/{name}/full/'
+      kinds = [k[len(head):] for k in metrics if k.startswith(head)]
+      if not kinds:
+        continue
+      kinds = ['all'] + sorted(k for k in kinds if k != 'all')
+      parts = []
+      for kind in kinds:
+        values = [metrics.get(f'{prefix}/{name}/{c}/{kind}')
+                  for c in self.conditions]
+        parts.append(f'{kind} ' + '/'.join(
+            f'{100 * v:.1f}' for v in values if v is not None))
+      sections.append(f'{label} ({name}) % ({" / ".join(self.conditions)}): '
+                   + ', '.join(parts))
+    # No VQA evaluator configured: the generic line of whatever was measured.
+    return '; '.join(sections) or super().summary(metrics, prefix)
