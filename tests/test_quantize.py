@@ -191,10 +191,9 @@ def test_scanned_layers_are_refused_clearly(tiny_config):
   config = tiny_config.model
   for t in config.towers.values():
     t.scan_layers = True
-  params = nnx.to_pure_dict(nnx.state(
-      build_model(config, rngs=nnx.Rngs(0)), nnx.Param))
+  # Refused from the model's structure, before any parameter is read.
   with pytest.raises(quantize.QuantizationError, match='scan_layers'):
-    quantize.quantize_params(params, config)
+    quantize.quantize_params({}, config)
 
 
 def test_encoder_decoder_generates_with_int8_weights(vqa_tiny_config):
@@ -252,3 +251,26 @@ def test_evaluate_cli_overrides_the_recorded_config(trained, tmp_path):
       cwd=REPO, capture_output=True, text=True, timeout=300)
   assert proc.returncode == 2
   assert 'Did you mean "eval_batch_size"' in proc.stderr
+
+
+def test_benchmark_prints_the_float_and_int8_rows(trained, int8, tmp_path):
+  # The INT8 export is taken from --int8_root when it is there.
+  root = os.path.dirname(int8[0])
+  os.symlink(int8[0], os.path.join(root, 'export'))
+  out = tmp_path / 'bench.json'
+  proc = subprocess.run(
+      [sys.executable, 'benchmarks/quantize.py', '--exports', trained[0],
+       '--int8_root', root, '--batch', '8', '--repeats', '1',
+       '--no_accuracy', '--json', str(out)],
+      cwd=REPO, capture_output=True, text=True, timeout=600)
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  rows = json.loads(out.read_text())
+  assert [r['int8'] for r in rows] == [False, True]
+  fp, q = rows
+  for key in ('disk_params', 'disk_safetensors', 'weights_bytes',
+              'xla_argument_bytes'):
+    assert 0 < q[key] < fp[key], key
+  for r in rows:
+    assert r['batch'] == 8 and r['latency_s'] > 0
+    assert r['rss_peak'] >= r['rss_loaded'] > 0
+  assert '| export | int8 |' in proc.stdout
