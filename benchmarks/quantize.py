@@ -4,9 +4,9 @@ r"""float32 vs INT8 exports: size on disk, memory, latency, accuracy.
       [--exports exports/vqa ...] [--int8_root /tmp/int8] \
       [--batch 64] [--repeats 10] [--data_dir data] [--json OUT]
 
-For each float export, its INT8 version (`python -m multimodal.quantize`
-with the defaults: every Linear / LinearGeneral kernel) is read from
-INT8_ROOT/<export name> or written there first. Each of the two is then
+For each float export, its INT8 version (`python -m multimodal.quantize`,
+by default of every Linear / LinearGeneral kernel; --include / --exclude as
+there) is read from INT8_ROOT/<export name> or written there first. Each of the two is then
 measured in a fresh child process, one after the other (so one's memory
 never counts in the other's):
 
@@ -27,7 +27,8 @@ never counts in the other's):
             function (multimodal.tasks: the embeddings of every field for a
             contrastive export; encoding + greedy decoding for captioning
             and VQA) on one test batch of --batch records, after one warm-up
-            call (compilation, reported apart)
+            call (compilation, reported apart); with --rounds N the two
+            children alternate N times and each keeps its best median
   metrics   multimodal.evaluate on the experiment's test split
 
 Prints one table row per export and weights, and the headline metrics.
@@ -118,12 +119,12 @@ def measure(path: str, batch_size: int, repeats: int,
   return out
 
 
-def _child(path, args) -> dict:
+def _child(path, args, accuracy: bool) -> dict:
   cmd = [sys.executable, os.path.abspath(__file__), '--child', path,
          '--batch', str(args.batch), '--repeats', str(args.repeats)]
   if args.data_dir:
     cmd += ['--data_dir', args.data_dir]
-  if args.no_accuracy:
+  if not accuracy:
     cmd.append('--no_accuracy')
   run = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
   if run.returncode:
@@ -131,12 +132,13 @@ def _child(path, args) -> dict:
   return json.loads(run.stdout.strip().splitlines()[-1])
 
 
-def _int8_of(path: str, root: str) -> str:
+def _int8_of(path: str, args) -> str:
   from multimodal import quantize  # pylint: disable=g-import-not-at-top
-  out = os.path.join(root, os.path.basename(os.path.normpath(path)))
+  out = os.path.join(args.int8_root, os.path.basename(os.path.normpath(path)))
   if not os.path.exists(out):
-    os.makedirs(root, exist_ok=True)
-    quantize.quantize_export(path, out)
+    os.makedirs(args.int8_root, exist_ok=True)
+    quantize.quantize_export(path, out, include=args.include or ('.*',),
+                             exclude=args.exclude or ())
   return out
 
 
@@ -167,6 +169,13 @@ def main():
                  help='A float export (repeatable).')
   p.add_argument('--int8_root', default='/tmp/multimodal_int8',
                  help='Where the INT8 exports are read or written.')
+  p.add_argument('--include', action='append', default=[],
+                 help='--include of the quantization (repeatable).')
+  p.add_argument('--exclude', action='append', default=[],
+                 help='--exclude of the quantization (repeatable).')
+  p.add_argument('--rounds', type=int, default=1,
+                 help='Measure float and int8 alternately this many times '
+                 '(the best latency is kept; metrics in the first round).')
   p.add_argument('--batch', type=int, default=64)
   p.add_argument('--repeats', type=int, default=10)
   p.add_argument('--data_dir', default=None,
@@ -184,9 +193,20 @@ def main():
     p.error('give at least one --exports PATH')
   rows = []
   for path in args.exports:
-    for which in (path, _int8_of(path, args.int8_root)):
-      rows.append(dict(_child(which, args), source=path))
-      print(f'measured {which}', file=sys.stderr, flush=True)
+    pair = [None, None]
+    # float, int8, float, int8, ...: a machine whose load changes affects
+    # both alike; the latency kept is each one's best round.
+    for r in range(args.rounds):
+      for i, which in enumerate((path, _int8_of(path, args))):
+        got = _child(which, args, accuracy=r == 0 and not args.no_accuracy)
+        print(f'measured {which} (round {r + 1}): '
+              f'{1e3 * got["latency_s"]:.0f} ms', file=sys.stderr, flush=True)
+        if pair[i] is None:
+          pair[i] = dict(got, source=path, latency_rounds_s=[])
+        pair[i]['latency_rounds_s'].append(got['latency_s'])
+    for row in pair:
+      row['latency_s'] = min(row['latency_rounds_s'])
+    rows += pair
   print(_table(rows))
   if args.json:
     with open(args.json, 'w') as f:
