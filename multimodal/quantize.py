@@ -11,7 +11,9 @@ calibration: scale = max |w| / 127.5 over the channel, qvalue =
 round(w / scale) in [-128, 127], w ~= qvalue * scale), plus `quantization.json`, the record
 of what was quantized and how. `multimodal.load_pretrained(OUT)` reads it and
 `.build_model()` returns the model with the int8 weights in place: qwix's
-PTQ modules keep them int8 on the device and dequantize inside each matmul.
+PTQ modules keep them int8 on the device and dequantize inside each matmul
+(XLA's CPU backend materialises the dequantized weights as temporaries of
+each call; README.md, INT8 weights, has the measurements).
 
 What is quantized: the kernels of nnx.Linear and nnx.LinearGeneral modules
 (every projection, attention and MLP matrix of our towers, fusions and
@@ -93,11 +95,8 @@ def _sample_input(module: nnx.Module) -> jax.Array | None:
   return jnp.zeros((1, *shape), module.param_dtype)
 
 
-def weight_modules(model: nnx.Module) -> dict[str, nnx.Module]:
-  """{kernel parameter path: module} of every nnx.Linear and
-  nnx.LinearGeneral of `model` this module can quantize (see the module
-  doc), in graph order. Raises QuantizationError for stacked (scanned)
-  layers."""
+def _weight_modules(model: nnx.Module) -> dict[str, tuple[tuple, Any]]:
+  """{kernel parameter path: (graph path, module)}; see weight_modules."""
   out = {}
   for path, node in nnx.iter_graph(model):
     if not isinstance(node, (nnx.Linear, nnx.LinearGeneral)):
@@ -114,8 +113,16 @@ def weight_modules(model: nnx.Module) -> dict[str, nnx.Module]:
           f'{key} has shape {tuple(kernel.shape)}, a stack of layers '
           '(scan_layers=True): INT8 quantization needs one module per layer. '
           'Quantize an export of a model trained with scan_layers=False.')
-    out[key] = node
+    out[key] = (tuple(path), node)
   return out
+
+
+def weight_modules(model: nnx.Module) -> dict[str, nnx.Module]:
+  """{kernel parameter path: module} of every nnx.Linear and
+  nnx.LinearGeneral of `model` this module can quantize (see the module
+  doc), in graph order. Raises QuantizationError for stacked (scanned)
+  layers."""
+  return {k: node for k, (_, node) in _weight_modules(model).items()}
 
 
 def _compile(patterns: Iterable[str], flag: str) -> list[re.Pattern]:
@@ -169,23 +176,18 @@ def apply(model: nnx.Module, kernels: Iterable[str], qtype: str
   kernel (random or abstract; quantize_params or loading replaces it).
   """
   check_qtype(qtype)
-  modules = weight_modules(model)
+  modules = _weight_modules(model)
   unknown = sorted(set(kernels) - set(modules))
   if unknown:
     raise QuantizationError(
         f'No Linear / LinearGeneral module owns {unknown[:5]} in this model '
         f'(it has {len(modules)} such kernels, e.g. {list(modules)[:3]}).')
   for key in kernels:
-    module = modules[key]
+    path, module = modules[key]
     quantized = qwix.quantize_model(module, qwix.PtqProvider([_rule(qtype)]),
                                     _sample_input(module))
-    _set_child(model, tuple(_path_keys(key)[:-1]), quantized)
+    _set_child(model, path, quantized)
   return model
-
-
-def _path_keys(key: str) -> list:
-  # nnx.List entries are addressed by int.
-  return [int(k) if k.isdigit() else k for k in key.split('/')]
 
 
 def check_qtype(qtype: str) -> None:

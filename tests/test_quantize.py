@@ -14,6 +14,7 @@ import pytest
 import safetensors.numpy
 
 import multimodal
+from multimodal import config_checks
 from multimodal import evaluate as evaluate_lib
 from multimodal import export as export_lib
 from multimodal import pretrained
@@ -170,6 +171,9 @@ def test_clear_errors(trained, int8, tmp_path):
   cfg.init_from.path = out
   with pytest.raises(ValueError, match='quantized export'):
     pretrained.init_from(cfg.init_from, cfg.model, None)
+  with pytest.raises(config_checks.ConfigError,
+                     match='init_from.path.*is a quantized export'):
+    config_checks.check(cfg)
 
 
 def test_cli_quantizes_and_reports_errors(trained, tmp_path):
