@@ -28,10 +28,20 @@ def _explain(argv, exc: Exception) -> str:
   return msg
 
 
+# What bad --config flags raise while parsed (or while a config flag is
+# defined: ml_collections applies sys.argv's overrides to its default then).
+FLAG_ERRORS = (flags.Error, AttributeError, KeyError, ValueError)
+
+
+def exit_bad_flags(argv: list[str], exc: Exception):
+  """Prints the one-line reason for FLAG_ERRORS `exc` and exits 2."""
+  print(f'error: {_explain(argv, exc)}', file=sys.stderr)
+  sys.exit(2)
+
+
 def parse_flags(argv: list[str]) -> list[str]:
   """absl `flags_parser` for app.run that exits 2 with a one-line reason."""
   try:
     return flags.FLAGS(argv)
-  except (flags.Error, AttributeError, KeyError, ValueError) as e:
-    print(f'error: {_explain(argv, e)}', file=sys.stderr)
-    sys.exit(2)
+  except FLAG_ERRORS as e:
+    exit_bad_flags(argv, e)

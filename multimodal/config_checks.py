@@ -401,6 +401,10 @@ def _files(config, workdir: str | None) -> list[str]:
         pretrained._state_dir(path)  # pylint: disable=protected-access
       except FileNotFoundError as e:
         out.append(problem('init_from.path', path, str(e)))
+      if os.path.exists(os.path.join(os.path.expanduser(path),
+                                     pretrained.QUANTIZATION_JSON)):
+        out.append(problem('init_from.path', path, 'is a quantized export; '
+                           'start from the float export it was made from'))
   restore_step = _get(config, 'restore_step', None)
   if restore_step is not None:
     if not _is_int(restore_step) or restore_step < 1:

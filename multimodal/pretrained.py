@@ -52,16 +52,20 @@ CONFIG_JSON = 'config.json'
 PREPROCESS_JSON = 'preprocess.json'
 TOKENIZER = 'tokenizer.model'
 METRICS_JSON = 'metrics.json'
+QUANTIZATION_JSON = 'quantization.json'  # multimodal/quantize.py's record
 
 
 # ------------------------------------------------------------- reading ---
 
-def abstract_model(model_config) -> nnx.Module:
+def abstract_model(model_config, prepare=None) -> nnx.Module:
   """The model with ShapeDtypeStruct parameters (nothing initialised), not
-  placed on any mesh (whatever mesh is in context)."""
+  placed on any mesh (whatever mesh is in context). `prepare` (model ->
+  model), if given, transforms the model inside the abstract trace (e.g.
+  multimodal.quantize swaps in quantized modules)."""
+  prepare = prepare or (lambda m: m)
   with nnx.use_eager_sharding(False):
-    return nnx.eval_shape(lambda: build_model(model_config,
-                                              rngs=nnx.Rngs(0)))
+    return nnx.eval_shape(lambda: prepare(build_model(model_config,
+                                                      rngs=nnx.Rngs(0))))
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -176,31 +180,41 @@ class Pretrained:
   preprocess: dict
   tokenizer: str | None
   metrics: dict
+  quantization: dict | None = None
 
   def build_model(self, **overrides) -> nnx.Module:
     """The NNX model with these parameters; `overrides` change the model
-    config (e.g. dtype) but not parameter shapes."""
-    return model_with_params({**self.model_config, **overrides}, self.params,
-                             where=self.path)
+    config (e.g. dtype) but not parameter shapes. A quantized export gives
+    the model with its quantized modules (multimodal/quantize.py)."""
+    model_config = {**self.model_config, **overrides}
+    if self.quantization:
+      from multimodal import quantize  # pylint: disable=g-import-not-at-top
+      return quantize.build_model(model_config, self.params,
+                                  self.quantization, where=self.path)
+    return model_with_params(model_config, self.params, where=self.path)
 
 
 def model_with_params(model_config, params, *, where: str,
-                      rngs: nnx.Rngs | None = None) -> nnx.Module:
+                      rngs: nnx.Rngs | None = None,
+                      prepare=None) -> nnx.Module:
   """Builds `model_config` with `params` (a pure parameter dict) loaded.
 
   Without `rngs` the model is traced abstractly, so no random weights are
   computed only to be overwritten; a model that also holds non-parameter
   state (e.g. dropout RNG streams), or one given `rngs` for them, is built
   for real. Raises one error naming every parameter that does not fit
-  (`where` names the source).
+  (`where` names the source). `prepare` as in abstract_model, applied to
+  the model before the parameters are loaded.
   """
   model = None
   if rngs is None:
-    model = abstract_model(model_config)
+    model = abstract_model(model_config, prepare)
     if jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
       model = None  # holds RNG streams etc.: build it for real
   if model is None:
     model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
+    if prepare is not None:
+      model = prepare(model)
   state = nnx.state(model, nnx.Param)
   tree_lib.check_same_tree(tree_lib.flatten(nnx.to_pure_dict(state)),
                            tree_lib.flatten(params), where=where)
@@ -237,10 +251,15 @@ def load_pretrained(path: str, shardings=None) -> Pretrained:
   tokenizer = os.path.join(path, TOKENIZER)
   if not os.path.exists(tokenizer):
     tokenizer = (preprocess or {}).get('tokenizer')
+  quantization = None
+  if os.path.exists(os.path.join(path, QUANTIZATION_JSON)):
+    from multimodal import quantize  # pylint: disable=g-import-not-at-top
+    quantization = quantize.read_record(path)
   return Pretrained(path=path, params=params, model_config=model_config,
                     config=config, preprocess=preprocess or {},
                     tokenizer=tokenizer,
-                    metrics=_read_json(os.path.join(path, METRICS_JSON), {}))
+                    metrics=_read_json(os.path.join(path, METRICS_JSON), {}),
+                    quantization=quantization)
 
 
 # ------------------------------------------------------- position tables ---
@@ -367,6 +386,12 @@ def init_from(init_cfg, model_config, abstract_params) -> tuple[dict, list]:
   Returns:
     ({target path: NumPy array}, [notes]) for the selected parameters.
   """
+  if os.path.exists(os.path.join(os.path.expanduser(init_cfg.path),
+                                 QUANTIZATION_JSON)):
+    raise ValueError(
+        f'init_from {init_cfg.path} is a quantized export '
+        f'({QUANTIZATION_JSON}): training starts from float weights. Use the '
+        'float export it was made from (its "source" in that file).')
   source = tree_lib.flatten(read_params(init_cfg.path))
   target = tree_lib.flatten(abstract_params)
   grids = {}

@@ -283,6 +283,16 @@ def evaluate(config, task, ts: TrainState, params, mesh, source,
   should_stop: polled before every batch (on every process alike); True
   raises Preempted.
   """
+  return evaluate_model(config, task, nnx.merge(ts.graphdef, params),
+                        ts.rules, mesh, source, should_stop)
+
+
+def evaluate_model(config, task, model, rules, mesh, source,
+                   should_stop: Callable[[], bool] | None = None) -> dict:
+  """evaluate() for a built model (e.g. an export's, multimodal.evaluate):
+  config.eval_split read from `source` in batches of
+  config.eval_batch_size, the task's evaluators run on the outputs, under
+  the logical axis `rules`."""
   pc, pi = jax.process_count(), jax.process_index()
   per_process = config.eval_batch_size // pc
   it, preprocess, num_records = pipeline.make_iterator(
@@ -307,8 +317,7 @@ def evaluate(config, task, ts: TrainState, params, mesh, source,
       empty = {k: v[:0] for k, v in batch.items()}  # pylint: disable=undefined-loop-variable
       yield shard_batch(pad_batch(empty, per_process), batch_sharding)
 
-  model = nnx.merge(ts.graphdef, params)
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(ts.rules):
+  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
     return task.evaluate(model, batches(), preprocess.tokenizer, mesh,
                          prefix=config.eval_split)
 
