@@ -102,6 +102,10 @@ def filter_data(pretrained: str, dataset_cfg, split: str, out: str, *,
   """
   cut_lib.check_choice(keep_fraction, threshold)
   cut_lib.combine(np.zeros((0, 1)), combine)  # an unknown value fails now
+  for name, value in (('batch_size', batch_size), ('max_texts', max_texts),
+                      ('num_threads', num_threads)):
+    if value < 1:
+      raise ValueError(f'--{name}={value} must be at least 1.')
   if not out.endswith('.jsonl'):
     raise ValueError(f'--out={out!r}: the manifest is JSON lines; name it '
                      '*.jsonl.')
@@ -124,6 +128,9 @@ def filter_data(pretrained: str, dataset_cfg, split: str, out: str, *,
   chosen = pairs_lib.resolve(pairs, export.model_config, input_cfg,
                              where=pretrained)
   source = sources.open_source(dataset_cfg, split)
+  if os.path.abspath(out) == getattr(_inner(source), 'path', None):
+    raise ValueError(f'--out={out} is the manifest being filtered; write '
+                     'the filtered one to a new file.')
   scoring.check_keys(source, sorted({k for p in chosen
                                      for k in (p.media_key, p.text_key)}))
   for p in chosen:

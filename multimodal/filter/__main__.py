@@ -61,10 +61,10 @@ def report(summary: dict) -> str:
   lines = [f'Scored {summary["scored"]} of {summary["records"]} records of '
            f'{summary["data"]} on {", ".join(summary["pairs"])} '
            f'({summary["combine"]} of the pairs\' cosine similarities).']
-  cut = summary['cut']
-  lines.append(f'Kept {summary["kept"]} ({_share(summary["kept"], summary["scored"])} '
-               f'of those scored); cut at {cut:.4f}.' if cut is not None else
-               f'Kept {summary["kept"]}.')
+  cut, kept = summary['cut'], summary['kept']
+  share = _share(kept, summary['scored'])
+  lines.append(f'Kept {kept} ({share} of those scored); cut at {cut:.4f}.'
+               if cut is not None else f'Kept {kept}.')
   if summary['skipped']:
     lines.append(f'Skipped {summary["skipped"]} records that cannot be '
                  'used:')
