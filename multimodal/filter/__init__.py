@@ -158,7 +158,7 @@ def filter_data(pretrained: str, dataset_cfg, split: str, out: str, *,
         histogram_path, record_scores, kept, cut,
         title=f'{os.path.basename(pretrained.rstrip("/"))}: {what}, kept '
               f'{int(kept.sum())} of {len(kept)} scored ({combine} of '
-              f'{", ".join(pair_names)})\n{data[:100]}',
+              f'{", ".join(pair_names)}) on {data}',
         pair_scores=scores.pair_scores, pair_names=pair_names)
 
   path_keys = tuple(sorted(writer.path_keys))

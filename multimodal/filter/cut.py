@@ -10,6 +10,7 @@ Exactly one of:
 from __future__ import annotations
 
 import math
+import textwrap
 
 import numpy as np
 
@@ -95,7 +96,7 @@ def histogram(path: str, scores: np.ndarray, kept: np.ndarray,
     ax.set_xlabel(f'{name}: cosine similarity')
     ax.set_ylabel('records')
     ax.legend(loc='upper left', fontsize=8)
-  axes[0, 0].set_title(title, fontsize=9)
+  axes[0, 0].set_title('\n'.join(textwrap.wrap(title, 90)), fontsize=8)
   fig.tight_layout()
   fig.savefig(path, dpi=100)
   plt.close(fig)

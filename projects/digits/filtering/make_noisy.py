@@ -19,10 +19,10 @@ writes to --out:
 Records keep the keys the contrastive experiment reads (image, speech,
 image_captions, speech_captions, label) and the attributes the captions
 describe; media goes through multimodal.filter.records, the writer the
-filter uses. Before writing, the first --check records of each split are
-preprocessed both ways (tfds record and JSONL record, evaluation mode) and
-must give identical arrays, so a run on these manifests sees what a run on
-the tfds data sees.
+filter uses. The first --check records (default 400: all of the test
+split) of each written split are then preprocessed both ways (tfds record
+and JSONL record, evaluation mode) and must give identical arrays, so a
+run on these manifests sees what a run on the tfds data sees.
 """
 from __future__ import annotations
 
@@ -83,7 +83,7 @@ def _check_same_inputs(tfds_source, manifest: str, count: int) -> None:
 
 
 def make(data_dir: str, out: str, fraction: float = 0.4, seed: int = 0,
-         check: int = 64) -> dict:
+         check: int = 400) -> dict:
   """Writes the manifests (module docstring); returns counts."""
   os.makedirs(out, exist_ok=True)
   stats = {}
@@ -131,6 +131,6 @@ if __name__ == '__main__':
   flags.DEFINE_float('fraction', 0.4, 'Share of training records whose '
                      'captions are swapped.')
   flags.DEFINE_integer('seed', 0, 'Seed of the swap.')
-  flags.DEFINE_integer('check', 64, 'Records of each split checked to '
+  flags.DEFINE_integer('check', 400, 'Records of each split checked to '
                        'preprocess identically from tfds and JSONL.')
   app.run(main)
