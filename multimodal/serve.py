@@ -41,25 +41,27 @@ def default_buckets(max_batch: int) -> tuple[int, ...]:
 
 
 def warmup(predictor, max_batch: int) -> None:
-  """Compiles each endpoint's default-option functions at every bucket up
-  to max_batch, so no request waits for a compilation."""
+  """Compiles the default-option functions of each endpoint at every bucket
+  up to max_batch, so no request waits for a compilation: embeddings of
+  every modality; captions of each medium alone (as captioning models are
+  trained); answers with all media together. Other combinations and
+  decoding options compile on first use."""
   sizes = [b for b in predictor.buckets if b <= max_batch]
   shapes = {m: predictor.inputs.example_shape(m) for m in predictor.fields}
   for n in sizes:
-    media = {m: np.zeros((n,) + tuple(s), d) for m, (s, d) in shapes.items()
-             if m != 'text'}
+    arrays = {m: np.zeros((n,) + tuple(s), d) for m, (s, d) in shapes.items()}
     if 'embed' in predictor.endpoints():
-      predictor.embed_arrays({m: np.zeros((n,) + tuple(s), d)
-                              for m, (s, d) in shapes.items()})
+      predictor.embed_arrays(arrays)
       continue
     decoding = predictor.decoding()
-    for endpoint in predictor.endpoints():
-      for m in media:  # one modality at a time, and all together
-        prompt = (predictor.caption_prompts(n) if endpoint == 'caption' else
-                  predictor.question_prompts(['warm up'] * n))
-        predictor.generate_arrays({m: media[m]}, None, prompt, decoding)
-      if len(media) > 1:
-        predictor.generate_arrays(media, None, prompt, decoding)
+    media = {m: x for m, x in arrays.items() if m != 'text'}
+    if 'caption' in predictor.endpoints():
+      for m, x in media.items():
+        predictor.generate_arrays({m: x}, None, predictor.caption_prompts(n),
+                                  decoding)
+    if 'answer' in predictor.endpoints():
+      predictor.generate_arrays(
+          media, None, predictor.question_prompts(['warm up'] * n), decoding)
 
 
 def parse_args(argv):
