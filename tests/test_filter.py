@@ -1,32 +1,29 @@
 """CLIP-score filtering (multimodal/filter): scores, cuts, outputs, errors.
 
-A tiny randomly initialised image+audio+text contrastive model is written
-as an export; its scores are checked against `model.embed` directly.
+A tiny randomly initialised image+audio+text contrastive model is exported
+(multimodal.testing.exports); its scores are checked against `model.embed`
+directly.
 """
 import json
 import os
-import shutil
 import subprocess
 import sys
 
-from flax import nnx
 import jax.numpy as jnp
 import ml_collections as mlc
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 import multimodal
 from multimodal import base_config
 from multimodal import filter as filter_lib
-from multimodal import pretrained
 from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.filter import cut
 from multimodal.filter import data as data_lib
 from multimodal.filter import pairs as pairs_lib
-from multimodal.models import build_model
 from multimodal.testing import datasets
+from multimodal.testing import exports
 from projects.digits import data as digits_data
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
@@ -68,25 +65,10 @@ def _config(with_text=True):
   return c
 
 
-def write_export(out, config):
-  """An export as multimodal.export writes it, of a randomly initialised
-  model (params/, model.json, config.json, tokenizer.model)."""
-  model = build_model(config.model.to_dict(), rngs=nnx.Rngs(0))
-  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
-  with ocp.StandardCheckpointer() as ckpt:
-    ckpt.save(os.path.join(out, pretrained.PARAMS_DIR), params)
-  for name, value in ((pretrained.MODEL_JSON, config.model.to_dict()),
-                      (pretrained.CONFIG_JSON, config.to_dict())):
-    with open(os.path.join(out, name), 'w') as f:
-      json.dump(value, f)
-  shutil.copyfile(config.input.tokenizer,
-                  os.path.join(out, pretrained.TOKENIZER))
-  return out
-
-
 @pytest.fixture(scope='module')
 def export(tmp_path_factory):
-  return write_export(str(tmp_path_factory.mktemp('export')), _config())
+  return exports.untrained_export(
+      _config(), str(tmp_path_factory.mktemp('export') / 'export'))
 
 
 @pytest.fixture(scope='module')
@@ -326,7 +308,8 @@ def test_clear_errors(export, images, tmp_path):
                      'e.g. [a-z]+=jpg'):
     filter_lib.filter_data(export, _dataset(path), 'train', out,
                            keep_fraction=0.5, pairs='jpg:caption')
-  no_text = write_export(str(tmp_path / 'no_text'), _config(with_text=False))
+  no_text = exports.untrained_export(_config(with_text=False),
+                                     str(tmp_path / 'no_text'))
   with pytest.raises(ValueError, match='has no text tower'):
     filter_lib.filter_data(no_text, _dataset(path), 'train', out,
                            keep_fraction=0.5)

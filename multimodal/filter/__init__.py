@@ -7,7 +7,8 @@ r"""CLIP-score data filtering with a contrastive export.
 scores every record of a data source (any registered source, given as the
 trainer's config.dataset gives it: multimodal/filter/data.py) by the cosine
 similarity of the export's normalised media and text embeddings
-(scoring.py), keeps the best ones (cut.py), and writes
+(scoring.py: the pipeline's preprocessing, the inference API's
+Predictor.embed_arrays), keeps the best ones (cut.py), and writes
 
   MANIFEST.jsonl           the kept records in source order, each with its
                            score under `clip_score` (and its pairs' scores
@@ -136,7 +137,8 @@ def filter_data(pretrained: str, dataset_cfg, split: str, out: str, *,
   for p in chosen:
     logging.info('Scoring %s', p.describe())
   scores = scoring.score_source(
-      source, export.build_model(), chosen, input_cfg, export.tokenizer,
+      source, export.predictor(buckets=(batch_size,)), chosen, input_cfg,
+      export.tokenizer,
       batch_size=batch_size, max_texts=max_texts, num_threads=num_threads)
   record_scores = cut_lib.combine(scores.pair_scores, combine)
   kept, cut = cut_lib.select(record_scores, keep_fraction, threshold)

@@ -4,7 +4,9 @@ export's L2-normalised media and text embeddings.
 Records are read from the source and preprocessed by the input pipeline's
 own `Preprocess` (the export's config.input, evaluation mode: no
 augmentation, audio centred), so a record is scored on exactly the arrays
-the trainer's evaluation would feed the model. A text value may be one
+the trainer's evaluation would feed the model, and embedded by the
+inference API's `Predictor.embed_arrays` (multimodal/predictor.py: jitted
+once per tower, batches padded to fixed sizes). A text value may be one
 string or a list of phrasings (digits' 'image_captions'): every phrasing
 (up to `max_texts`) is embedded and the pair's score is the mean cosine
 over them, since a record is kept or dropped with all its phrasings.
@@ -17,12 +19,9 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import functools
 from typing import Sequence
 
 from absl import logging
-from flax import nnx
-import jax
 import ml_collections as mlc
 import numpy as np
 
@@ -33,36 +32,6 @@ from multimodal.data import text as text_lib
 from multimodal.data.errors import DataError
 from multimodal.data.errors import ReasonCounts
 from multimodal.filter.pairs import Pair
-
-
-class Embedder:
-  """`model.embed(field, x)` jitted once per field and input shape.
-
-  Inputs are cut into chunks of `batch_size` rows and the last chunk is
-  zero-padded, so any number of rows compiles one program per field.
-  """
-
-  def __init__(self, model: nnx.Module, batch_size: int):
-    graphdef, self._state = nnx.split(model)
-    self.batch_size = batch_size
-
-    @functools.partial(jax.jit, static_argnums=0)
-    def embed(field, state, x):
-      return nnx.merge(graphdef, state).embed(field, x)
-
-    self._embed = embed
-
-  def __call__(self, field: str, x: np.ndarray) -> np.ndarray:
-    """float32 [N, E] unit-norm embeddings of the N rows of `x`."""
-    out = []
-    for start in range(0, len(x), self.batch_size):
-      chunk = x[start:start + self.batch_size]
-      n = len(chunk)
-      if n < self.batch_size:
-        pad = np.zeros((self.batch_size - n, *chunk.shape[1:]), chunk.dtype)
-        chunk = np.concatenate([chunk, pad])
-      out.append(np.asarray(self._embed(field, self._state, chunk))[:n])
-    return np.concatenate(out)
 
 
 @dataclasses.dataclass
@@ -137,18 +106,19 @@ def check_keys(source, keys: Sequence[str], probe: int = 20) -> None:
           "MEDIA_KEY:TEXT_KEY, e.g. --pairs image:caption.")
 
 
-def score_source(source, model: nnx.Module, pairs: Sequence[Pair],
-                 input_cfg, tokenizer: str, *, batch_size: int = 256,
+def score_source(source, predictor, pairs: Sequence[Pair], input_cfg,
+                 tokenizer: str, *, batch_size: int = 256,
                  max_texts: int = 8, num_threads: int = 4) -> Scores:
   """Scores every record of `source` (see the module docstring).
 
   Args:
     source: a random-access source (multimodal.data.sources).
-    model: the contrastive model (an export's build_model()).
+    predictor: the export's multimodal.predictor.Predictor (its buckets
+      set the sizes of the model calls).
     pairs: the pairs to score (multimodal.filter.pairs.resolve).
     input_cfg: the export's config.input.
     tokenizer: the export's sentencepiece model path.
-    batch_size: rows per model call (and records read per step).
+    batch_size: records read and preprocessed per step.
     max_texts: phrasings of a text value scored (the first ones).
     num_threads: threads reading and preprocessing records.
   """
@@ -156,7 +126,12 @@ def score_source(source, model: nnx.Module, pairs: Sequence[Pair],
   tok = text_lib.Tokenizer(tokenizer, cfg.max_text_len)
   preprocess = pipeline.Preprocess(cfg, list(cfg.fields), train=False,
                                    tokenizer=tok)
-  embedder = Embedder(model, batch_size)
+
+  def embedder(field, x):
+    """float32 [N, E] unit-norm embeddings of model field `field`."""
+    modality = kinds_lib.kind_of(field, input_cfg)
+    return predictor.embed_arrays({modality: x})[modality]
+
   counts, skipped = ReasonCounts(), []
   indices, keys, rows = [], [], []
 
