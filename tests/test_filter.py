@@ -350,6 +350,8 @@ def test_noisy_digits_swap_and_report_helpers():
   assert moved.sum() == 400
   assert sorted(donor[moved]) == sorted(np.flatnonzero(moved))  # a permutation
   assert (make_noisy.swap_plan(1000, 0.4, seed=0) == donor).all()
+  subset = make_noisy.random_subset(1000, 0.6, seed=0)
+  assert len(set(subset)) == 600 and (np.diff(subset) > 0).all()
   rng = np.random.default_rng(0)
   scores = rng.normal(size=60).round(1)  # with ties
   positive = rng.random(60) < 0.3

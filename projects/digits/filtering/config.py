@@ -10,6 +10,8 @@ workdirs/filtering/data):
   filtered  trains on DATA/train_filtered.jsonl (what multimodal.filter
             kept of the noisy split)
   clean     trains on DATA/train_clean.jsonl (the tfds training split)
+  random    trains on DATA/train_random.jsonl (a random 60% of the noisy
+            split: as small as the filtered one, as noisy as the noisy one)
 Every variant evaluates on DATA/test.jsonl, the clean test split, and is
 otherwise projects/digits/configs/contrastive.py's default (SigLIP, 900
 steps of batch 128; about 10 minutes on a quiet 2-core CPU).
@@ -21,7 +23,7 @@ import ml_collections as mlc
 from projects.digits.configs import contrastive
 
 TRAIN = {'noisy': 'train_noisy.jsonl', 'filtered': 'train_filtered.jsonl',
-         'clean': 'train_clean.jsonl'}
+         'clean': 'train_clean.jsonl', 'random': 'train_random.jsonl'}
 DEFAULT_DATA = 'workdirs/filtering/data'
 
 

@@ -15,6 +15,9 @@ writes to --out:
                      the texts of the split are the same multiset). Every
                      record says what was done: "swapped" (bool) and
                      "captions_from" (the donor's index, or null).
+  train_random.jsonl a seeded random --random_keep share of the noisy
+                     records (source order kept): the control that is as
+                     small as the filtered split but keeps the noise rate.
 
 Records keep the keys the contrastive experiment reads (image, speech,
 image_captions, speech_captions, label) and the attributes the captions
@@ -58,6 +61,12 @@ def swap_plan(n: int, fraction: float, seed: int) -> np.ndarray:
   return donor
 
 
+def random_subset(n: int, fraction: float, seed: int) -> np.ndarray:
+  """Ascending indices of round(fraction * n) records drawn at random."""
+  rng = np.random.default_rng([seed, 1])
+  return np.sort(rng.permutation(n)[:round(fraction * n)])
+
+
 def _write(path: str, rows) -> None:
   tmp = path + '.tmp'
   with open(tmp, 'w') as f:
@@ -83,7 +92,7 @@ def _check_same_inputs(tfds_source, manifest: str, count: int) -> None:
 
 
 def make(data_dir: str, out: str, fraction: float = 0.4, seed: int = 0,
-         check: int = 400) -> dict:
+         check: int = 400, random_keep: float = 0.6) -> dict:
   """Writes the manifests (module docstring); returns counts."""
   os.makedirs(out, exist_ok=True)
   stats = {}
@@ -109,11 +118,15 @@ def make(data_dir: str, out: str, fraction: float = 0.4, seed: int = 0,
           row[key] = rows[donor[i]][key]
         noisy.append(row)
       _write(os.path.join(out, 'train_noisy.jsonl'), noisy)
+      _write(os.path.join(out, 'train_random.jsonl'),
+             [noisy[i] for i in random_subset(len(noisy), random_keep,
+                                              seed)])
       labels = np.array([r['label'] for r in rows])
       stats['swapped'] = int((donor != np.arange(len(rows))).sum())
       stats['swapped_other_digit'] = int((labels[donor] != labels).sum())
   with open(os.path.join(out, 'make_noisy.json'), 'w') as f:
-    json.dump(dict(stats, fraction=fraction, seed=seed), f, indent=2)
+    json.dump(dict(stats, fraction=fraction, seed=seed,
+                   random_keep=random_keep), f, indent=2)
   return stats
 
 
@@ -121,7 +134,8 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
   args = flags.FLAGS
-  stats = make(args.data_dir, args.out, args.fraction, args.seed, args.check)
+  stats = make(args.data_dir, args.out, args.fraction, args.seed, args.check,
+               args.random_keep)
   print(json.dumps(stats))
 
 
@@ -131,6 +145,8 @@ if __name__ == '__main__':
   flags.DEFINE_float('fraction', 0.4, 'Share of training records whose '
                      'captions are swapped.')
   flags.DEFINE_integer('seed', 0, 'Seed of the swap.')
+  flags.DEFINE_float('random_keep', 0.6, 'Share of the noisy records in '
+                     'train_random.jsonl.')
   flags.DEFINE_integer('check', 400, 'Records of each split checked to '
                        'preprocess identically from tfds and JSONL.')
   app.run(main)

@@ -10,9 +10,11 @@ r"""The CLIP-score filtering experiment, end to end (`make filter-experiment`).
 3. python -m multimodal.filter scores the noisy split with that export and
    keeps --keep_fraction of it (OUT/data/train_filtered.jsonl, scores.jsonl,
    the histogram and summary beside it);
-4. trains on the filtered split (OUT/filtered) and on the clean one
+4. trains on the filtered split (OUT/filtered), on the clean one
    (OUT/clean; or takes --clean_workdir, e.g. the `make demo` run, which
-   reads the same records from the tfds data);
+   reads the same records from the tfds data) and, with --control, on a
+   random subset of the noisy split as large as the filtered one
+   (OUT/random);
 5. report.py prints the tables (the cut's precision and recall on the
    swapped records; zero-shot accuracies on the clean test split).
 
@@ -53,7 +55,8 @@ def main(argv):
   out = os.path.abspath(args.out)
   data = os.path.join(out, 'data')
   if not os.path.exists(os.path.join(data, 'make_noisy.json')):
-    make_noisy.make(args.data_dir, data, args.fraction, args.seed)
+    make_noisy.make(args.data_dir, data, args.fraction, args.seed,
+                    random_keep=args.keep_fraction)
   _train('noisy', data, os.path.join(out, 'noisy'))
   export = os.path.join(out, 'exports', 'noisy')
   if not os.path.exists(os.path.join(export, 'model.json')):
@@ -69,9 +72,15 @@ def main(argv):
   clean = args.clean_workdir or os.path.join(out, 'clean')
   if not args.clean_workdir:
     _train('clean', data, clean)
+  runs = [f'noisy={os.path.join(out, "noisy")}']
+  if args.control:
+    _train('random', data, os.path.join(out, 'random'))
+    runs.append(f'noisy: a random {args.keep_fraction:.0%}='
+                f'{os.path.join(out, "random")}')
+  runs += [f'noisy: CLIP-filtered {args.keep_fraction:.0%}='
+           f'{os.path.join(out, "filtered")}', f'clean={clean}']
   _run('projects.digits.filtering.report', f'--data={data}',
-       f'--runs=noisy={os.path.join(out, "noisy")},'
-       f'filtered={os.path.join(out, "filtered")},clean={clean}')
+       f'--runs={",".join(runs)}')
 
 
 if __name__ == '__main__':
@@ -80,6 +89,8 @@ if __name__ == '__main__':
   flags.DEFINE_float('fraction', 0.4, 'Share of training captions swapped.')
   flags.DEFINE_integer('seed', 0, 'Seed of the swap.')
   flags.DEFINE_float('keep_fraction', 0.6, 'Share of the noisy split kept.')
+  flags.DEFINE_bool('control', False, 'Also train on a random subset of the '
+                    'noisy split as large as the filtered one.')
   flags.DEFINE_string('clean_workdir', None, 'A finished clean run to '
                       'compare with (default: train one on the clean JSONL).')
   app.run(main)
