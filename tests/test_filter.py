@@ -363,3 +363,25 @@ def test_noisy_digits_swap_and_report_helpers():
   assert c.dataset.splits.test == '/d/test.jsonl'
   with pytest.raises(ValueError, match='Unknown variant'):
     exp_config.get_config('dirty')
+
+
+def test_data_flags_give_the_trainers_dataset_config():
+  cfg = data_lib.dataset_config
+  assert cfg('jsonl:d/x.jsonl', 'train[:10%]', path_keys=['image']) == {
+      'source': 'jsonl', 'splits': {'train': 'd/x.jsonl'},
+      'path_keys': ('image',)}
+  assert cfg('d/x.tsv', 'val') == {'source': 'csv',
+                                   'splits': {'val': 'd/x.tsv'}}
+  assert cfg('s/{00000..00003}.tar', 'train')['source'] == 'webdataset'
+  assert cfg('coco_captions:/c', 'val2017') == {'source': 'coco_captions',
+                                                'root': '/c'}
+  assert cfg('librispeech:/l', 'dev-clean')['root'] == '/l'
+  assert cfg('tfds:clevr', 'train') == {'source': 'tfds', 'name': 'clevr'}
+  assert cfg('digits_trimodal', 'test', options=[
+      'data_dir=data', "path_keys=('a', 'b')", 'splits.val=v.jsonl']) == {
+          'source': 'digits_trimodal', 'data_dir': 'data',
+          'path_keys': ('a', 'b'), 'splits': {'val': 'v.jsonl'}}
+  with pytest.raises(ValueError, match='takes no location'):
+    cfg('digits_trimodal:/x', 'train')
+  with pytest.raises(ValueError, match='not KEY=VALUE'):
+    cfg('tfds:clevr', 'train', options=['data_dir'])
