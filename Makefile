@@ -8,7 +8,8 @@ DEMO_CONFIG ?= projects/digits/configs/contrastive.py
 EXPORT_DIR ?= exports/contrastive_digits
 FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
-.PHONY: demo test test-all setup data clean finetune bench-peers
+.PHONY: demo test test-all setup data clean finetune bench-peers \
+  filter-experiment
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -36,6 +37,16 @@ finetune: setup data $(EXPORT_DIR)/model.json
 	$(PY) -m multimodal.train --config=projects/digits/configs/vqa.py:finetune \
 	  --workdir=$(FINETUNE_WORKDIR) --config.dataset.data_dir=$(DATA_DIR) \
 	  --config.init_from.path=$(EXPORT_DIR)
+
+# CLIP-score filtering: noisy vs filtered vs clean training data
+# (projects/digits/filtering/run.py; three trainings of about 10 minutes).
+# FILTER_ARGS=--clean_workdir=$(WORKDIR) reuses the `make demo` run as the
+# clean one.
+FILTER_DIR ?= workdirs/filtering
+FILTER_ARGS ?=
+filter-experiment: setup data
+	$(PY) -m projects.digits.filtering.run --data_dir=$(DATA_DIR) \
+	  --out=$(FILTER_DIR) $(FILTER_ARGS)
 
 # CI's selection: everything but the `slow` marker (the full format x task
 # cross product of tests/test_own_data.py; one case per format runs here).

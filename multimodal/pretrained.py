@@ -193,6 +193,13 @@ class Pretrained:
                                   self.quantization, where=self.path)
     return model_with_params(model_config, self.params, where=self.path)
 
+  def predictor(self, **kwargs):
+    """The inference API over this model (multimodal.predictor.Predictor:
+    embed, zero_shot, caption, answer); kwargs go to Predictor (buckets,
+    model)."""
+    from multimodal import predictor  # pylint: disable=g-import-not-at-top
+    return predictor.Predictor(self, **kwargs)
+
 
 def model_with_params(model_config, params, *, where: str,
                       rngs: nnx.Rngs | None = None,

@@ -43,6 +43,17 @@ def _tiny(experiment: str, data_dir: str):
   return config
 
 
+@pytest.fixture(scope='session')
+def tiny_exports(digits_data_dir, tmp_path_factory):
+  """{experiment: export dir} of the untrained 'tiny' contrastive,
+  captioning and VQA models (multimodal.testing.exports), built once."""
+  from multimodal.testing import exports  # pylint: disable=g-import-not-at-top
+  root = tmp_path_factory.mktemp('exports')
+  return {name: exports.untrained_export(_tiny(name, digits_data_dir),
+                                         str(root / name))
+          for name in ('contrastive', 'captioning', 'vqa')}
+
+
 @pytest.fixture()
 def tiny_config(digits_data_dir):
   return _tiny('contrastive', digits_data_dir)

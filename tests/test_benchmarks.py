@@ -73,6 +73,30 @@ def test_fast_path_scan_cache_warm_combines_both():
   assert scanned and len(scanned) == len(fast_path._stacks('tiny'))
 
 
+def test_serve_load_benchmark_smoke(tiny_exports, digits_data_dir, tmp_path):
+  """Two offered loads against the tiny contrastive export's server, with
+  batching on and off: every row is there, requests were answered, and the
+  servers exited 0 on SIGTERM."""
+  out = tmp_path / 'serve.json'
+  stdout = _run('serve_load.py', '--smoke', '--pretrained',
+                tiny_exports['contrastive'], '--data_dir', digits_data_dir,
+                '--logdir', str(tmp_path / 'logs'), '--json', str(out))
+  assert '| p50 ms | p95 ms | p99 ms | mean batch |' in stdout, stdout
+  with open(out) as f:
+    result = json.load(f)
+  rows = result['rows']
+  assert [(r['batching'], r['offered_rps']) for r in rows] == [
+      ('on', 4.0), ('on', 16.0), ('off', 4.0), ('off', 16.0)], rows
+  for r in rows:
+    assert r['endpoint'] == 'embed_image' and r['ok'] > 0, r
+    assert r['p50_ms'] <= r['p95_ms'] <= r['p99_ms'], r
+    assert r['achieved_rps'] > 0 and r['mean_batch_requests'] >= 1, r
+  assert all(r['mean_batch_requests'] == 1 for r in rows
+             if r['batching'] == 'off'), rows
+  assert [s['exit_status'] for s in result['server_exits']] == [0, 0]
+  assert not result['skipped'], result['skipped']
+
+
 def test_peers_benchmark_smoke(tmp_path):
   """Ours alone (CI has no peer): the table, the JSON and the parameter
   check against the analytic count of the matched model."""

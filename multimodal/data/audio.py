@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import io
+import math
 
 import numpy as np
 import soundfile
@@ -40,6 +41,20 @@ class AudioDecodeError(ValueError):
   pass
 
 
+def read_audio(data: bytes) -> tuple[np.ndarray, int]:
+  """Encoded audio bytes (OGG/Opus, FLAC, WAV...) -> (mono float32 [N] in
+  [-1, 1], its sample rate in Hz). Raises AudioDecodeError when the bytes
+  do not decode."""
+  try:
+    wave, sr = soundfile.read(io.BytesIO(data), dtype='float32',
+                              always_2d=True)
+  except Exception as e:  # soundfile raises several types
+    raise AudioDecodeError(
+        f'Could not decode {len(data)} bytes of audio ({e}). Store audio as '
+        'OGG/Opus, FLAC or WAV bytes.') from e
+  return wave.mean(axis=1), int(sr)
+
+
 def decode_audio(data, sample_rate: int = 16000) -> np.ndarray:
   """Encoded audio bytes (OGG/Opus, FLAC, WAV...) or decoded samples (e.g.
   tfds Audio features: int16 [N]) -> mono float32 [N] in [-1, 1].
@@ -51,18 +66,34 @@ def decode_audio(data, sample_rate: int = 16000) -> np.ndarray:
   """
   if isinstance(data, np.ndarray) and data.dtype != np.object_:
     return _samples_to_float(data)
-  try:
-    wave, sr = soundfile.read(io.BytesIO(data), dtype='float32',
-                              always_2d=True)
-  except Exception as e:  # soundfile raises several types
-    raise AudioDecodeError(
-        f'Could not decode {len(data)} bytes of audio ({e}). Store audio as '
-        'OGG/Opus, FLAC or WAV bytes.') from e
+  wave, sr = read_audio(data)
   if sr != sample_rate:
     raise AudioDecodeError(
         f'Audio is {sr} Hz but the front end expects {sample_rate} Hz: '
         'resample the dataset or set the log-mel sample_rate.')
-  return wave.mean(axis=1)
+  return wave
+
+
+def samples_to_float(samples: np.ndarray) -> np.ndarray:
+  """Decoded samples, int PCM or float, [N] or [N, channels] -> mono
+  float32 [N] (integers scaled to [-1, 1]); AudioDecodeError otherwise."""
+  return _samples_to_float(np.asarray(samples))
+
+
+def resample(wave: np.ndarray, rate: int, target: int) -> np.ndarray:
+  """Mono float32 [N] at `rate` Hz -> float32 [round(N * target / rate)] at
+  `target` Hz: polyphase filtering (scipy.signal.resample_poly, a Kaiser
+  windowed FIR) by target/rate in lowest terms. Unchanged when the rates
+  are equal."""
+  if rate <= 0 or target <= 0:
+    raise AudioDecodeError(f'Sample rates must be positive, got {rate} -> '
+                           f'{target} Hz.')
+  if rate == target:
+    return wave.astype(np.float32)
+  from scipy import signal  # pylint: disable=g-import-not-at-top
+  g = math.gcd(int(rate), int(target))
+  return signal.resample_poly(wave.astype(np.float64), target // g,
+                              rate // g).astype(np.float32)
 
 
 def _samples_to_float(samples: np.ndarray) -> np.ndarray:
