@@ -42,9 +42,16 @@ def trained(fast_compiles, digits_data_dir, tmp_path_factory):
 
 
 @pytest.fixture(scope='module')
-def int8(trained, tmp_path_factory):
+def source(tiny_exports):
+  """The untrained tiny contrastive export: quantization needs no training
+  (the trained run is for the evaluation tests alone)."""
+  return tiny_exports['contrastive']
+
+
+@pytest.fixture(scope='module')
+def int8(source, tmp_path_factory):
   out = str(tmp_path_factory.mktemp('q') / 'int8')
-  return out, quantize.quantize_export(trained[0], out)
+  return out, quantize.quantize_export(source, out)
 
 
 def _inputs(seed=0):
@@ -61,8 +68,8 @@ def _embed(model, batch):
   return model(batch)
 
 
-def test_int8_export_is_complete_smaller_and_recorded(trained, int8):
-  src, (out, record) = trained[0], int8
+def test_int8_export_is_complete_smaller_and_recorded(source, int8):
+  src, (out, record) = source, int8
   for name in quantize.COPIED:
     assert open(os.path.join(out, name), 'rb').read() == open(
         os.path.join(src, name), 'rb').read()
@@ -100,8 +107,8 @@ def test_int8_export_is_complete_smaller_and_recorded(trained, int8):
   assert 'INT8 weights' in open(os.path.join(out, 'README.md')).read()
 
 
-def test_int8_model_runs_int8_weights_close_to_float(trained, int8):
-  src, (out, record) = trained[0], int8
+def test_int8_model_runs_int8_weights_close_to_float(source, int8):
+  src, (out, record) = source, int8
   loaded = multimodal.load_pretrained(out)
   assert loaded.quantization == record
   model = loaded.build_model()
@@ -127,8 +134,8 @@ def test_int8_model_runs_int8_weights_close_to_float(trained, int8):
     np.testing.assert_allclose(got[f], ref[f], atol=2e-6)
 
 
-def test_include_and_exclude_select_kernels(trained, tmp_path):
-  src = trained[0]
+def test_include_and_exclude_select_kernels(source, tmp_path):
+  src = source
   record = quantize.quantize_export(src, str(tmp_path / 'q'),
                                     include=['^towers/image/'],
                                     exclude=['attn/(query|key)'])
@@ -152,8 +159,8 @@ def test_include_and_exclude_select_kernels(trained, tmp_path):
   assert np.abs(np.asarray(got['image']) - np.asarray(want['image'])).max() > 0
 
 
-def test_clear_errors(trained, int8, tmp_path):
-  src, (out, _) = trained[0], int8
+def test_clear_errors(source, int8, tmp_path):
+  src, (out, _) = source, int8
   with pytest.raises(FileNotFoundError, match='is not an export'):
     quantize.quantize_export(str(tmp_path / 'nothing'), str(tmp_path / 'a'))
   with pytest.raises(quantize.QuantizationError, match="qtype 'int3'.*int8"):
@@ -176,9 +183,9 @@ def test_clear_errors(trained, int8, tmp_path):
     config_checks.check(cfg)
 
 
-def test_cli_quantizes_and_reports_errors(trained, tmp_path):
+def test_cli_quantizes_and_reports_errors(source, tmp_path):
   cmd = [sys.executable, '-m', 'multimodal.quantize', '--pretrained',
-         trained[0], '--out', str(tmp_path / 'q'),
+         source, '--out', str(tmp_path / 'q'),
          '--include', 'encoder/blocks/0/mlp', '--include', '^heads/']
   proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True,
                         timeout=300)
@@ -228,17 +235,19 @@ def test_encoder_decoder_generates_with_int8_weights(vqa_tiny_config):
   np.testing.assert_allclose(got.logits, want.logits, atol=1e-4)
 
 
-def test_evaluate_reproduces_the_trainers_final_metrics(trained, int8):
+def test_evaluate_reproduces_the_trainers_final_metrics(trained, tmp_path):
   export, final = trained
   assert evaluate_lib.evaluate_pretrained(export) == final
-  got = evaluate_lib.evaluate_pretrained(int8[0])
+  int8_export = str(tmp_path / 'int8')
+  quantize.quantize_export(export, int8_export)
+  got = evaluate_lib.evaluate_pretrained(int8_export)
   assert set(got) == set(final) and got != final
   for k in got:
     if 'zeroshot' in k:
       assert abs(got[k] - final[k]) <= 0.05, k
 
-
-def test_evaluate_cli_overrides_the_recorded_config(trained, tmp_path):
+  # The command line, with an override of the recorded config and a typo
+  # (in this test: the trained run is built once per test worker).
   out = tmp_path / 'metrics.json'
   proc = subprocess.run(
       [sys.executable, '-m', 'multimodal.evaluate', '--pretrained',
@@ -257,13 +266,13 @@ def test_evaluate_cli_overrides_the_recorded_config(trained, tmp_path):
   assert 'Did you mean "eval_batch_size"' in proc.stderr
 
 
-def test_benchmark_prints_the_float_and_int8_rows(trained, int8, tmp_path):
+def test_benchmark_prints_the_float_and_int8_rows(source, int8, tmp_path):
   # The INT8 export is taken from --int8_root when it is there.
   root = os.path.dirname(int8[0])
   os.symlink(int8[0], os.path.join(root, 'export'))
   out = tmp_path / 'bench.json'
   proc = subprocess.run(
-      [sys.executable, 'benchmarks/quantize.py', '--exports', trained[0],
+      [sys.executable, 'benchmarks/quantize.py', '--exports', source,
        '--int8_root', root, '--batch', '8', '--repeats', '1',
        '--no_accuracy', '--json', str(out)],
       cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -277,4 +286,5 @@ def test_benchmark_prints_the_float_and_int8_rows(trained, int8, tmp_path):
   for r in rows:
     assert r['batch'] == 8 and r['latency_s'] > 0
     assert r['rss_peak'] >= r['rss_loaded'] > 0
-  assert '| export | int8 |' in proc.stdout
+  assert '| export | weights |' in proc.stdout, proc.stdout
+  assert '| int8 |' in proc.stdout and '| float32 |' in proc.stdout, proc.stdout
