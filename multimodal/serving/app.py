@@ -171,7 +171,9 @@ def create_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0,
   async def serve(prepare, req):
     handlers.check_items(req, max_items)
     key, payload, rows = await run_in_threadpool(prepare, predictor, req)
-    return await asyncio.wrap_future(batcher.submit(key, payload, rows))
+    result = await asyncio.wrap_future(batcher.submit(key, payload, rows))
+    # Already plain JSON types: skip FastAPI's (slow) generic encoder.
+    return JSONResponse(result)
 
   @app.post('/embed')
   async def embed(req: schemas.EmbedRequest):
