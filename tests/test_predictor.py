@@ -271,6 +271,8 @@ def test_clear_errors(tiny_exports, digits_data_dir, tmp_path):
   _raises('bad_value', lambda: m.embed(images=[np.full((8, 8), 2.0)]),
           r'\[0, 1\]')
   _raises('bad_value', lambda: m.embed(images=png), 'list')
+  _raises('bad_value', lambda: m.embed(audio=(np.zeros(80), 8000)),
+          'wrap one value in a list')
   _raises('text_too_long', lambda: m.embed(texts=['six ' * 40]),
           'at most 23')
   _raises('empty_text', lambda: m.embed(texts=['  ']))
