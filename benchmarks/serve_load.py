@@ -11,8 +11,9 @@ off: --no_batching) the script starts `python -m multimodal.serve` on
 127.0.0.1 (a free port, --warmup, so no request waits for a compilation),
 warms every endpoint up, then for each endpoint the export serves and each
 offered rate runs an open-loop client (asyncio + httpx): requests leave at
-Poisson arrival times whatever the server's pace, one input each, cycling
-through real test records (--data_dir, digits_trimodal) or synthetic ones.
+Poisson arrival times whatever the server's pace, each holding --items
+inputs (1 by default), cycling through real test records (--data_dir,
+digits_trimodal) or synthetic ones.
 Latency runs from each request's scheduled departure to its answer (so a
 late client loop counts against the server, not in its favour); achieved
 throughput is answered requests over the time from the first departure to
@@ -109,24 +110,24 @@ def _record_inputs(export: str, data_dir: str, n: int) -> list[dict]:
   return out
 
 
-def request_body(endpoint: str, item: dict) -> tuple[str, dict]:
-  """(path, JSON body) of one single-input request."""
+def request_body(endpoint: str, items: list[dict]) -> tuple[str, dict]:
+  """(path, JSON body) of one request holding `items` (one input each)."""
+  images = [_b64(it['image']) for it in items]
+  audio = [_b64(it['audio']) for it in items]
   if endpoint == 'embed_image':
-    return '/embed', {'images': [_b64(item['image'])]}
+    return '/embed', {'images': images}
   if endpoint == 'embed_audio':
-    return '/embed', {'audio': [_b64(item['audio'])]}
+    return '/embed', {'audio': audio}
   if endpoint == 'embed_text':
-    return '/embed', {'texts': [item['text']]}
+    return '/embed', {'texts': [it['text'] for it in items]}
   if endpoint == 'zero_shot':
     return '/zero_shot', {'labels': list(DIGITS),
-                          'prompts': ['a handwritten {}'],
-                          'images': [_b64(item['image'])]}
+                          'prompts': ['a handwritten {}'], 'images': images}
   if endpoint == 'caption':
-    return '/caption', {'images': [_b64(item['image'])]}
+    return '/caption', {'images': images}
   if endpoint == 'answer':
-    return '/answer', {'questions': [item['question']],
-                       'images': [_b64(item['image'])],
-                       'audio': [_b64(item['audio'])]}
+    return '/answer', {'questions': [it['question'] for it in items],
+                       'images': images, 'audio': audio}
   raise ValueError(f'Unknown endpoint {endpoint!r}.')
 
 
@@ -269,7 +270,9 @@ def run(args) -> dict:
                       warmup=not args.no_warmup)
       try:
         for endpoint in endpoints:
-          bodies = [request_body(endpoint, it) for it in items]
+          bodies = [request_body(endpoint, [
+              items[(i + j) % len(items)] for j in range(args.items)])
+                    for i in range(len(items))]
           # Warm-up: first requests build caches (e.g. zero-shot prompts).
           asyncio.run(open_loop(server.url, bodies, rate=20, duration=0.2,
                                 max_requests=4, max_inflight=4,
@@ -288,6 +291,7 @@ def run(args) -> dict:
             after = _batch_counters(server.health())
             batches = max(1, after[0] - before[0])
             result.update(
+                items=args.items,
                 export=os.path.basename(os.path.normpath(export)),
                 endpoint=endpoint, batching=mode,
                 mean_batch_requests=(after[1] - before[1]) / batches,
@@ -336,6 +340,8 @@ def main(argv=None) -> dict:
   p.add_argument('--modes', default='on,off', help='Batching modes.')
   p.add_argument('--endpoints', default='',
                  help='Only these endpoints (comma-separated).')
+  p.add_argument('--items', type=int, default=1,
+                 help='Inputs per request (the server batches inputs).')
   p.add_argument('--max_batch', type=int, default=32)
   p.add_argument('--max_wait_ms', type=float, default=5.0)
   p.add_argument('--max_requests', type=int, default=2000)

@@ -22,6 +22,7 @@ name (the server answers 4xx with it).
 """
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Sequence
 
@@ -228,16 +229,21 @@ class Preprocessor:
     With allow_missing, a None value is an example without this modality:
     a zero array, present False.
     """
-    if isinstance(values, (str, bytes, tuple, np.ndarray, Image.Image)) or \
-        _is_path(values) or not isinstance(values, Sequence):
-      raise InputError('bad_value', f'{ARGUMENTS.get(modality, modality)}= '
-                       'takes a list of values (one per example), got '
-                       f'{type(values).__name__}.')
+    argument = ARGUMENTS.get(modality, modality)
+    one_clip = (modality == 'audio' and isinstance(values, tuple)
+                and len(values) == 2
+                and isinstance(values[1], (int, np.integer)))
+    if one_clip or isinstance(values, (str, bytes, np.ndarray, Image.Image)) \
+        or _is_path(values) or not isinstance(values, Sequence):
+      raise InputError('bad_value', f'{argument}= takes a list of values '
+                       f'(one per example), got {type(values).__name__}: '
+                       f'wrap one value in a list (a batch array: '
+                       'list(array)).')
     shape, dtype = self.example_shape(modality)
     out = np.zeros((len(values),) + tuple(shape), dtype)
     present = np.ones(len(values), bool)
     for i, value in enumerate(values):
-      what = f'{ARGUMENTS.get(modality, modality)}[{i}]'
+      what = f'{argument}[{i}]'
       if value is None:
         if not allow_missing:
           raise InputError('bad_value', f'{what} is None; only caption() '
@@ -250,7 +256,6 @@ class Preprocessor:
 
 def _jsonable(settings: dict) -> dict:
   """Settings as they read back from JSON (tuples become lists)."""
-  import json  # pylint: disable=g-import-not-at-top
   return json.loads(json.dumps(settings))
 
 

@@ -158,11 +158,15 @@ class Predictor:
     self.generative = hasattr(self.model, 'decoder')
     config_fields = (self.model_config.get('towers', {}) if self.generative
                      else self.model_config.get('inputs', {}))
-    # modality -> model fields of that modality (model.json order).
-    self.fields: dict[str, list[str]] = {}
+    # modality -> the model's fields of that modality, modalities in the
+    # order image, audio, text (then any other kinds).
+    fields: dict[str, list[str]] = {}
     for field in config_fields:
       modality = inputs_lib.kind_of(field, self.config.input)
-      self.fields.setdefault(modality, []).append(field)
+      fields.setdefault(modality, []).append(field)
+    order = {m: i for i, m in enumerate(inputs_lib.MODALITIES)}
+    self.fields = dict(sorted(fields.items(),
+                              key=lambda kv: order.get(kv[0], len(order))))
 
   # ------------------------------------------------------------- about ---
 

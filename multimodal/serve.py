@@ -115,8 +115,12 @@ def main(argv=None) -> int:
 
   logging.basicConfig(level=args.log_level.upper(),
                       format='%(asctime)s %(levelname)s %(message)s')
-  predictor = multimodal.load_pretrained(args.pretrained).predictor(
-      buckets=args.buckets)
+  try:
+    predictor = multimodal.load_pretrained(args.pretrained).predictor(
+        buckets=args.buckets)
+  except (FileNotFoundError, ValueError) as e:  # no export there, bad buckets
+    print(f'error: {e}', file=sys.stderr)
+    return 2
   if args.warmup:
     warmup(predictor, args.max_batch)
   app = app_lib.create_app(

@@ -271,6 +271,8 @@ def test_clear_errors(tiny_exports, digits_data_dir, tmp_path):
   _raises('bad_value', lambda: m.embed(images=[np.full((8, 8), 2.0)]),
           r'\[0, 1\]')
   _raises('bad_value', lambda: m.embed(images=png), 'list')
+  _raises('bad_value', lambda: m.embed(audio=(np.zeros(80), 8000)),
+          'wrap one value in a list')
   _raises('text_too_long', lambda: m.embed(texts=['six ' * 40]),
           'at most 23')
   _raises('empty_text', lambda: m.embed(texts=['  ']))
@@ -307,3 +309,13 @@ def test_clear_errors(tiny_exports, digits_data_dir, tmp_path):
   assert two.modalities == ('image', 'text')
   _raises('missing_modality', lambda: two.embed(audio=[(np.zeros(80), 8000)]),
           'no audio tower')
+
+
+def test_workdir_and_checkpoint_step_serve_like_the_export(tiny_exports):
+  export = tiny_exports['contrastive']
+  workdir = export + '.workdir'  # multimodal.testing.exports keeps it
+  texts = ['a handwritten six', 'the word two']
+  want = multimodal.load_pretrained(export).predictor().embed(texts=texts)
+  for path in (workdir, workdir + '/checkpoints/0'):
+    got = multimodal.load_pretrained(path).predictor().embed(texts=texts)
+    np.testing.assert_array_equal(got['text'], want['text'])

@@ -27,7 +27,6 @@ import threading
 import time
 
 from fastapi import FastAPI
-from fastapi import Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse

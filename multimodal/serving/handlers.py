@@ -31,7 +31,7 @@ def _b64(value: str, what: str) -> bytes:
     raise InputError('bad_value', f'{what} is not valid base64 ({e}).') from e
 
 
-def _media(values, modality: str, argument: str):
+def _media(values, argument: str):
   """JSON media values -> raw values the predictor reads (None kept)."""
   if values is None:
     return None
@@ -44,7 +44,6 @@ def _media(values, modality: str, argument: str):
       out.append((np.asarray(v.samples, np.float32), v.sample_rate))
     else:
       out.append(_b64(v, what))
-  del modality
   return out
 
 
@@ -64,8 +63,8 @@ def check_items(req, max_items: int) -> None:
 
 def prepare_embed(predictor, req: schemas.EmbedRequest):
   arrays = predictor.preprocess(
-      images=_media(req.images, 'image', 'images'),
-      audio=_media(req.audio, 'audio', 'audio'), texts=req.texts)
+      images=_media(req.images, 'images'),
+      audio=_media(req.audio, 'audio'), texts=req.texts)
   if not arrays:
     raise InputError('bad_value', 'Give images, audio and/or texts.')
   predictor.check_arrays(arrays)
@@ -81,8 +80,7 @@ def prepare_zero_shot(predictor, req: schemas.ZeroShotRequest):
                      f'request: give images or audio, got {sorted(given)}.')
   (modality, values), = given.items()
   argument = 'images' if modality == 'image' else 'audio'
-  arrays = predictor.preprocess(**{argument: _media(values, modality,
-                                                    argument)})
+  arrays = predictor.preprocess(**{argument: _media(values, argument)})
   # Bad templates or labels fail here, not in the batch.
   predictor.check_prompts(modality, req.labels, req.prompts)
   payload = (arrays[modality], tuple(req.labels), tuple(req.prompts))
@@ -94,8 +92,8 @@ def _prepare_generation(predictor, req, questions):
              else {})
   decoding = predictor.decoding(**options)
   media, present = predictor.media_arrays(
-      _media(req.images, 'image', 'images'),
-      _media(req.audio, 'audio', 'audio'))
+      _media(req.images, 'images'),
+      _media(req.audio, 'audio'))
   n = len(next(iter(media.values())))
   if questions is None:
     prompt = predictor.caption_prompts(n)
