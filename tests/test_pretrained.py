@@ -181,15 +181,19 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
     if k != posemb:
       np.testing.assert_array_equal(v, source[k])
 
-  # Text towers are unchanged, so text embeddings equal the export's.
+  # Text towers are unchanged, so text embeddings equal the export's (the
+  # weights are bit-identical, checked above; the two models' arrays are
+  # placed differently, on the mesh and not, and XLA's CPU kernels may
+  # round the last bit differently: seen once in a full-suite run).
   state = jax.jit(ts.init, out_shardings=ts.shardings)()
   state = train.place_init_from(arrays, ts, state)
   model = nnx.merge(ts.graphdef, state['params'])
   exported = multimodal.load_pretrained(out).build_model()
   text = _inputs()['image_text']
-  np.testing.assert_array_equal(
-      np.asarray(model.embed('image_text', jnp.asarray(text))),
-      np.asarray(exported.embed('image_text', jnp.asarray(text))))
+  np.testing.assert_allclose(
+      rtol=0, atol=1e-6,
+      actual=np.asarray(model.embed('image_text', jnp.asarray(text))),
+      desired=np.asarray(exported.embed('image_text', jnp.asarray(text))))
 
   # And the whole run trains from there, with the image tower locked (LiT).
   config.total_steps = 4

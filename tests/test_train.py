@@ -45,6 +45,10 @@ def _params(workdir):
   return step, restored['state']['params']
 
 
+# CI's selection leaves it to `make test-all`: tests/test_preemption.py
+# signals real training processes at every phase and checks the resumed
+# runs bitwise, which covers this in-process case.
+@pytest.mark.slow
 def test_preempted_run_resumes_to_the_same_result(tiny_config, tmp_path,
                                                  monkeypatch):
   cfg = tiny_config  # 6 steps
