@@ -72,11 +72,9 @@ def _recorded_config(argv) -> mlc.ConfigDict | None:
   path = flags.FLAGS.pretrained
   if not path:
     return None
-  file = os.path.join(os.path.expanduser(path), pretrained.CONFIG_JSON)
-  if not os.path.exists(file):
-    return None
-  with open(file) as f:
-    return mlc.ConfigDict(json.load(f))
+  config = pretrained.experiment_config(
+      os.path.abspath(os.path.expanduser(path)))
+  return mlc.ConfigDict(config) if config is not None else None
 
 
 def main(argv):

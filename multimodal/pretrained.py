@@ -94,7 +94,7 @@ def _state_dir(path: str) -> str:
       'checkpoint step directory (with state/).')
 
 
-def _experiment_config(path: str) -> dict | None:
+def experiment_config(path: str) -> dict | None:
   """config.json of an export or workdir, or of a checkpoint step's workdir."""
   for candidate in (os.path.join(path, CONFIG_JSON),
                     os.path.join(path, '..', '..', CONFIG_JSON)):
@@ -109,7 +109,7 @@ def _model_config_of(path: str) -> dict:
   path = os.path.abspath(os.path.expanduser(path))
   config = _read_json(os.path.join(path, MODEL_JSON))
   if config is None:
-    config = (_experiment_config(path) or {}).get('model')
+    config = (experiment_config(path) or {}).get('model')
   if config is None:
     raise FileNotFoundError(
         f'No {MODEL_JSON} or {CONFIG_JSON} found for {path}.')
@@ -246,7 +246,7 @@ def load_pretrained(path: str, shardings=None) -> Pretrained:
   path = os.path.abspath(os.path.expanduser(path))
   params = read_params(path, shardings)
   model_config = _model_config_of(path)
-  config = _experiment_config(path)
+  config = experiment_config(path)
   config = mlc.ConfigDict(config) if config is not None else None
   if config is not None:
     # The model may use modules of the user's own package (fusions,
