@@ -15,6 +15,10 @@ baseline. Variants:
   xnnpack      XLA_FLAGS=--xla_cpu_use_xnnpack=true
   bf16         --config.model.dtype=bfloat16 (float32 parameters, optimizer
                state, loss and softmax)
+  bf16_plain_dots  the same, the dense layers multiplying with
+               lax.dot_general itself (bfloat16 results) instead of
+               multimodal/models/matmul.py's float32 accumulation: the
+               before of that change
   scan         every tower's (and the decoder's) blocks stacked and run by
                nnx.scan: compile time that does not grow with depth
   remat        remat=full in every tower (and the decoder): memory for time
@@ -43,7 +47,8 @@ sys.path.insert(0, os.path.dirname(HERE))
 from multimodal import runtime
 
 CPU_ONLY = ('glibc', 'onednn', 'xnnpack')
-VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16', 'scan', 'remat',
+VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16',
+            'bf16_plain_dots', 'scan', 'remat',
             'cache_cold', 'cache_warm', 'scan_cache_warm')
 
 
@@ -69,6 +74,8 @@ def variant_command(name: str, model: str, cache: str):
     env['XLA_FLAGS'] = '--xla_cpu_use_xnnpack=true'
   elif name == 'bf16':
     args += ['--dtype', 'bfloat16']
+  elif name == 'bf16_plain_dots':
+    args += ['--dtype', 'bfloat16', '--plain_dots']
   elif name in ('scan', 'remat', 'scan_cache_warm'):
     key, value = (('remat', 'full') if name == 'remat'
                   else ('scan_layers', 'True'))

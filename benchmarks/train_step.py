@@ -52,6 +52,7 @@ from projects.digits.configs import contrastive as digits_contrastive
 from multimodal import mesh as mesh_lib
 from multimodal import runtime
 from multimodal import train
+from multimodal.models import matmul
 
 # Dense peak FLOP/s per chip (bf16, and float32 where it differs), from the
 # vendors' data sheets (no sparsity).
@@ -173,9 +174,14 @@ def analytic_flops(config, batch: int) -> float:
 
 
 def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
-  """FLOP/s of an n^3 matmul at `dtype` on this CPU (median of repeats)."""
+  """FLOP/s of an n^3 matmul at `dtype` on this CPU (median of repeats).
+
+  Low-precision operands accumulate in float32, as the models' dense layers
+  do (multimodal/models/matmul.py): XLA CPU's fastest bfloat16 kernels
+  (AMX / AVX512-BF16) are only taken for that form.
+  """
   a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: x @ x)
+  f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
   f(a).block_until_ready()
   times = []
   for _ in range(repeats):
@@ -298,6 +304,10 @@ def main(argv=None) -> dict:
                       metavar='KEY=VALUE',
                       help='config override, e.g. model.towers.image.remat=full '
                       '(repeatable)')
+  parser.add_argument('--plain_dots', action='store_true',
+                      help='the dense layers multiply with lax.dot_general '
+                      'itself instead of multimodal.models.matmul.dot_general '
+                      '(the before of its bfloat16 figures)')
   parser.add_argument('--compilation_cache', default='',
                       help='JAX persistent compilation cache directory (run '
                       'twice: the second run times a warm cache)')
@@ -305,11 +315,15 @@ def main(argv=None) -> dict:
   args = parser.parse_args(argv)
   batch = args.batch or (16 if args.model == 'tiny' else 32)
   runtime.enable_compilation_cache(args.compilation_cache)
+  if args.plain_dots:
+    # Layers read matmul.dot_general when they are built, after this.
+    matmul.dot_general = jax.lax.dot_general
   result = run(args.model, batch, args.steps, args.warmup, args.dtype,
                args.set)
   result['allocator'] = runtime.allocator()
   result['xla_flags'] = os.environ.get('XLA_FLAGS', '')
   result['overrides'] = ' '.join(args.set)
+  result['plain_dots'] = args.plain_dots
   width = max(len(k) for k in result)
   for key, value in result.items():
     shown = f'{value:,.4g}' if isinstance(value, float) else value

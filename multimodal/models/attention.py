@@ -5,6 +5,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models import matmul
 from multimodal.models.partitioning import axes, constrain
 
 ATTENTION_IMPLS = (None, 'xla', 'cudnn')
@@ -43,7 +44,8 @@ class MultiHeadAttention(nnx.Module):
           in_features, (num_heads, head_dim), use_bias=use_bias, dtype=dtype,
           param_dtype=param_dtype, rngs=rngs,
           kernel_metadata=axes('embed', 'heads', 'kv'),
-          bias_metadata=axes('heads', 'kv'))
+          bias_metadata=axes('heads', 'kv'),
+          dot_general=matmul.dot_general)
 
     self.query = qkv()
     self.key = qkv()
@@ -52,7 +54,8 @@ class MultiHeadAttention(nnx.Module):
         (num_heads, head_dim), in_features, axis=(-2, -1), use_bias=use_bias,
         dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         kernel_metadata=axes('heads', 'kv', 'embed'),
-        bias_metadata=axes('embed'))
+        bias_metadata=axes('embed'),
+        dot_general=matmul.dot_general)
 
   def __call__(self, x: jax.Array, context: jax.Array | None = None,
                mask: jax.Array | None = None) -> jax.Array:

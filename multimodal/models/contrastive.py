@@ -11,6 +11,7 @@ from flax import nnx
 from multimodal import losses
 from multimodal import registry
 from multimodal import sharded_losses
+from multimodal.models import matmul
 from multimodal.models.builder import (build_model, config_to_dict,
                                        with_defaults)
 from multimodal.models.partitioning import axes
@@ -124,7 +125,8 @@ class ContrastiveModel(nnx.Module):
           width, embed_dim, use_bias=kind == 'linear_bias',
           dtype=dtype or jnp.float32, param_dtype=param_dtype or jnp.float32,
           rngs=rngs,
-          kernel_metadata=axes('embed', 'proj'), bias_metadata=axes('proj'))
+          kernel_metadata=axes('embed', 'proj'), bias_metadata=axes('proj'),
+          dot_general=matmul.dot_general)
 
     num_pairs = len(self.pairs)
     pdt = param_dtype or jnp.float32

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal import registry
+from multimodal.models import matmul
 from multimodal.models import posemb as posemb_lib
 from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention
@@ -236,7 +237,8 @@ class TextDecoder(nnx.Module):
     else:
       self.head = nnx.Linear(width, vocab_size, **kw,
                              kernel_metadata=axes('embed', 'vocab'),
-                             bias_metadata=axes('vocab'))
+                             bias_metadata=axes('vocab'),
+                             dot_general=matmul.dot_general)
 
   def _embed(self, tokens: jax.Array, position) -> jax.Array:
     table = self.posemb.embedding[...]

@@ -27,6 +27,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal import registry
+from multimodal.models import matmul
 from multimodal.models.builder import (build_model, config_to_dict,
                                        with_defaults)
 from multimodal.models.modality_dropout import drop_modalities
@@ -88,7 +89,8 @@ class EncoderDecoder(nnx.Module):
       self.proj[name] = nnx.Linear(
           self.towers[name].width, width, dtype=dt, param_dtype=pdt,
           rngs=rngs, kernel_metadata=axes('media', 'embed'),
-          bias_metadata=axes('embed'))
+          bias_metadata=axes('embed'),
+          dot_general=matmul.dot_general)
     # Tells the decoder (and fusion) which modality a token came from.
     self.modality_embed = param(rngs, nnx.initializers.normal(0.02),
                                 (len(towers), width), (None, 'embed'), pdt)

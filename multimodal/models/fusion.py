@@ -44,6 +44,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal import registry
+from multimodal.models import matmul
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import axes, constrain, param
 from multimodal.models.transformer import (EncoderBlock, Mlp, layer_norm,
@@ -57,7 +58,8 @@ def media_projection(media_width: int | None, width: int, *, dtype,
     return None
   return nnx.Linear(media_width, width, dtype=dtype, param_dtype=param_dtype,
                     rngs=rngs, kernel_metadata=axes('media', 'embed'),
-                    bias_metadata=axes('embed'))
+                    bias_metadata=axes('embed'),
+                    dot_general=matmul.dot_general)
 
 
 def key_mask(valid: jax.Array) -> tuple[jax.Array, jax.Array]:

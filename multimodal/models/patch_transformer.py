@@ -12,6 +12,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models import matmul
 from multimodal.models import posemb as posemb_lib
 from multimodal.models.partitioning import axes, param
 from multimodal.models.pooling import masked_mean
@@ -105,7 +106,8 @@ class PatchTransformer(nnx.Module):
       self.embed = nnx.Linear(
           patch_size[0] * patch_size[1] * channels, width, **kw,
           use_bias=patch_bias, kernel_init=nnx.initializers.lecun_normal(),
-          kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'))
+          kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'),
+          dot_general=matmul.dot_general)
     if posemb == 'learned':
       self.posemb = posemb_lib.LearnedPosEmb(num_patches + int(posemb_cls),
                                              width,

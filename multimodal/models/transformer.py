@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models import matmul
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import axes, constrain
 
@@ -56,12 +57,14 @@ class Mlp(nnx.Module):
     self.fc1 = nnx.Linear(width, hidden, dtype=dtype, param_dtype=param_dtype,
                           kernel_init=nnx.initializers.xavier_uniform(),
                           rngs=rngs, kernel_metadata=axes('embed', 'mlp'),
-                          bias_metadata=axes('mlp'))
+                          bias_metadata=axes('mlp'),
+                          dot_general=matmul.dot_general)
     self.drop = make_dropout(dropout_rate, rngs)
     self.fc2 = nnx.Linear(hidden, width, dtype=dtype, param_dtype=param_dtype,
                           kernel_init=nnx.initializers.xavier_uniform(),
                           rngs=rngs, kernel_metadata=axes('mlp', 'embed'),
-                          bias_metadata=axes('embed'))
+                          bias_metadata=axes('embed'),
+                          dot_general=matmul.dot_general)
 
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """[..., D] -> [..., D] in the compute dtype."""

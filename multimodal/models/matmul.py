@@ -1,0 +1,87 @@
+"""The dense layers' dot_general: low-precision inputs, float32 accumulation.
+
+Every nnx.Linear / nnx.LinearGeneral of the models passes `dot_general=`
+this function. For float32 (or mixed-dtype) operands it is lax.dot_general
+itself, so float32 models compile to the same program. For bfloat16 or
+float16 operands (a model with `dtype='bfloat16'`) each product, in the
+forward pass and in both products of its backward pass, takes the
+low-precision operands and accumulates in float32
+(`preferred_element_type=float32`), then rounds the result to the operands'
+dtype.
+
+Why: XLA's CPU backend in jaxlib 0.10 sends a bfloat16 x bfloat16 -> float32
+dot to its YNNPACK kernels, which use AVX512-BF16/AMX where the CPU has
+them, but a bfloat16 -> bfloat16 dot to a generic kernel no faster than
+float32 (benchmarks/README.md, "bf16 matmuls"). JAX's own transpose of a
+float32-output dot would feed the float32 cotangent to the backward
+products, which then run in float32; the custom VJP below keeps them in
+bfloat16 with float32 accumulation. Accumulating in float32 is also the
+numerically better choice on every backend (GPU/TPU matmul units accumulate
+in float32 anyway), so the function is used everywhere, not only on CPU.
+
+Shapes: the dense form of flax's layers, x [..., *K] . w [*K, *N] ->
+[..., *N] (contracting x's trailing axes with w's leading ones, in order, no
+batch dimensions). Any other dimension_numbers go to lax.dot_general
+unchanged.
+"""
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+_LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
+
+
+def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers,
+                precision=None, preferred_element_type=None,
+                out_sharding=None) -> jax.Array:
+  """lax.dot_general's signature; see the module docstring."""
+  (lhs_contract, rhs_contract), (lhs_batch, rhs_batch) = dimension_numbers
+  k = len(lhs_contract)
+  dense = (not lhs_batch and not rhs_batch and
+           tuple(lhs_contract) == tuple(range(lhs.ndim - k, lhs.ndim)) and
+           tuple(rhs_contract) == tuple(range(k)))
+  low = (lhs.dtype == rhs.dtype and jnp.dtype(lhs.dtype) in _LOW_PRECISION)
+  if not (dense and low and preferred_element_type is None and
+          out_sharding is None):
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
+                           preferred_element_type=preferred_element_type,
+                           out_sharding=out_sharding)
+  return _dense(lhs, rhs, k)
+
+
+def _accumulate(a, b, a_axes, b_axes, dtype):
+  out = lax.dot_general(a, b, ((a_axes, b_axes), ((), ())),
+                        preferred_element_type=jnp.float32)
+  return out.astype(dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _dense(x: jax.Array, w: jax.Array, k: int) -> jax.Array:
+  """x [..., *K] . w [*K, *N] -> [..., *N], float32 accumulation."""
+  return _accumulate(x, w, tuple(range(x.ndim - k, x.ndim)), tuple(range(k)),
+                     x.dtype)
+
+
+def _dense_fwd(x, w, k):
+  return _dense(x, w, k), (x, w)
+
+
+def _dense_bwd(k, residuals, g):
+  x, w = residuals
+  g = g.astype(x.dtype)
+  n_out = w.ndim - k
+  # dx [..., *K]: g's output axes against w's output axes. This "NT" form and
+  # dw's contraction over the leading (token) axes are the layouts XLA CPU's
+  # fast kernels take without a transpose.
+  dx = _accumulate(g, w, tuple(range(g.ndim - n_out, g.ndim)),
+                   tuple(range(k, w.ndim)), x.dtype)
+  lead = tuple(range(x.ndim - k))
+  dw = _accumulate(x, g, lead, lead, w.dtype)
+  return dx, dw
+
+
+_dense.defvjp(_dense_fwd, _dense_bwd)

@@ -1,0 +1,108 @@
+"""multimodal/models/matmul.py: the dense layers' dot_general."""
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from flax import nnx
+from jax import lax
+from jax.extend import core as jex_core
+
+from multimodal.models import matmul
+
+
+def _dims(x, k):
+  return ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ()))
+
+
+def _dots(fn, *args):
+  """(input dtypes, preferred_element_type) of every dot_general of fn."""
+  found = []
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'dot_general':
+        found.append((tuple(str(v.aval.dtype) for v in eqn.invars),
+                      str(eqn.params['preferred_element_type'])))
+      for sub in jex_core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
+  return found
+
+
+def test_float32_is_lax_dot_general_itself():
+  x = jnp.asarray(np.random.RandomState(0).randn(2, 5, 8), jnp.float32)
+  w = jnp.asarray(np.random.RandomState(1).randn(8, 3), jnp.float32)
+  dims = _dims(x, 1)
+  ours = jax.make_jaxpr(lambda a, b: matmul.dot_general(a, b, dims))(x, w)
+  plain = jax.make_jaxpr(lambda a, b: lax.dot_general(a, b, dims))(x, w)
+  assert str(ours) == str(plain)
+
+
+@pytest.mark.parametrize('x_shape,w_shape,k', [
+    ((4, 6, 16), (16, 12), 1),        # Linear / MLP
+    ((4, 6, 16), (16, 2, 8), 1),      # LinearGeneral: q/k/v projections
+    ((4, 6, 2, 8), (2, 8, 16), 2),    # LinearGeneral: attention output
+    ((5, 16), (16, 3), 1),            # a head on pooled features
+])
+def test_bfloat16_accumulates_in_float32_forward_and_backward(x_shape,
+                                                              w_shape, k):
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.randn(*x_shape), jnp.bfloat16)
+  w = jnp.asarray(rng.randn(*w_shape), jnp.bfloat16)
+  cot = jnp.asarray(rng.randn(*x_shape[:-k], *w_shape[k:]), jnp.bfloat16)
+  dims = _dims(x, k)
+
+  def ours(a, b):
+    y = matmul.dot_general(a, b, dims).astype(jnp.float32)
+    return jnp.sum(y * cot.astype(jnp.float32))
+
+  def reference(a, b):  # the same products in float32
+    y = lax.dot_general(a.astype(jnp.float32), b.astype(jnp.float32), dims)
+    return jnp.vdot(y, cot.astype(jnp.float32))
+
+  y = matmul.dot_general(x, w, dims)
+  assert y.dtype == jnp.bfloat16 and y.shape == cot.shape
+  y_ref = lax.dot_general(x.astype(jnp.float32), w.astype(jnp.float32), dims)
+  # One rounding of a float32 sum: within half a bfloat16 ulp (2^-8 rel.).
+  np.testing.assert_allclose(np.asarray(y, np.float32), y_ref,
+                             rtol=2 ** -8, atol=1e-6)
+  grads = jax.grad(ours, argnums=(0, 1))(x, w)
+  grads_ref = jax.grad(reference, argnums=(0, 1))(x, w)
+  for g, g_ref, primal in zip(grads, grads_ref, (x, w)):
+    assert g.dtype == primal.dtype and g.shape == primal.shape
+    np.testing.assert_allclose(np.asarray(g, np.float32), g_ref,
+                               rtol=2 ** -8, atol=1e-6)
+  # Each of the three products takes bfloat16 operands and accumulates in
+  # float32: the form XLA CPU sends to its AMX/AVX512-BF16 kernels.
+  dots = _dots(jax.grad(ours, argnums=(0, 1)), x, w)
+  assert len(dots) >= 3, dots  # forward (maybe listed twice), dx, dw
+  assert all(d == (('bfloat16', 'bfloat16'), 'float32') for d in dots), dots
+
+
+def test_other_dimension_numbers_fall_back():
+  x = jnp.ones((3, 4, 8), jnp.bfloat16)
+  w = jnp.ones((3, 8, 5), jnp.bfloat16)
+  batched = (((2,), (1,)), ((0,), (0,)))
+  out = matmul.dot_general(x, w, batched)
+  np.testing.assert_array_equal(out, lax.dot_general(x, w, batched))
+  assert _dots(lambda a, b: matmul.dot_general(a, b, batched), x, w) == [
+      (('bfloat16', 'bfloat16'), 'None')]
+
+
+def test_bfloat16_model_layers_use_it():
+  """A bfloat16 Linear of the models (here the transformer MLP) multiplies
+  through matmul.dot_general: every product of its gradient accumulates in
+  float32."""
+  from multimodal.models.transformer import Mlp  # pylint: disable=g-import-not-at-top
+  mlp = Mlp(16, 32, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  x = jnp.ones((2, 3, 16), jnp.float32)
+
+  def loss(model, inputs):
+    return jnp.sum(model(inputs).astype(jnp.float32) ** 2)
+
+  graphdef, params = nnx.split(mlp)
+  dots = _dots(lambda p, a: jax.grad(
+      lambda q: loss(nnx.merge(graphdef, q), a))(p), params, x)
+  assert len(dots) >= 6, dots  # 2 layers x (forward, dx, dw)
+  assert all(d == (('bfloat16', 'bfloat16'), 'float32') for d in dots), dots
