@@ -93,11 +93,15 @@ def assert_same_from_directory(family, hf, model_config, params, path):
 
 
 @nnx.jit
-def run_contrastive(model, images, tokens):
-  """Every output of an image-text ContrastiveModel, in one compiled call."""
+def run_contrastive(model, images, tokens, mask):
+  """Every output of an image-text ContrastiveModel, in one compiled call;
+  the *_masked ones with the text attention mask `mask` [B, L]."""
+  tokens = tokens.astype(jnp.int32)
   image_pooled, image_tokens = model.towers['image'](images)
-  text_pooled, text_tokens = model.towers['text'](tokens.astype(jnp.int32))
-  emb = model({'image': images, 'text': tokens.astype(jnp.int32)})
+  text_pooled, text_tokens = model.towers['text'](tokens)
+  masked_pooled, masked_tokens = model.towers['text'](tokens,
+                                                      attention_mask=mask)
+  emb = model({'image': images, 'text': tokens})
   scale, bias = model.logit_params(0)
   logits = scale * emb['image'] @ emb['text'].T
   return dict(image_pooled=image_pooled, image_tokens=image_tokens,
@@ -105,7 +109,11 @@ def run_contrastive(model, images, tokens):
               image_proj=model.heads['image'](image_pooled),
               text_proj=model.heads['text'](text_pooled),
               image=emb['image'], text=emb['text'], bias=bias,
-              logits=logits if bias is None else logits + bias)
+              logits=logits if bias is None else logits + bias,
+              text_pooled_masked=masked_pooled,
+              text_tokens_masked=masked_tokens,
+              text_proj_masked=model.heads['text'](masked_pooled),
+              text_masked=model.embed('text', tokens, attention_mask=mask))
 
 
 def _tokens(rows, length, pad):
@@ -114,6 +122,35 @@ def _tokens(rows, length, pad):
   for i, row in enumerate(rows):
     out[i, :len(row)] = row
   return torch.from_numpy(out)
+
+
+def _mask(rows, length):
+  """The HF tokenizer's attention_mask of _tokens(rows, length, pad):
+  int64 [B, length], 1 at the rows' ids, 0 at the padding."""
+  return (torch.arange(length)[None] < torch.tensor(
+      [len(r) for r in rows])[:, None]).long()
+
+
+def assert_masked_text_matches(o, hf_text, hf_masked, hf_embeds, rows,
+                               what, pooled='text_pooled_masked'):
+  """Text outputs with an attention mask (o['*_masked']) against HF's with
+  the same mask, at every position and at the real tokens alone; the HF
+  outputs without a mask must differ somewhere, or the mask went untested.
+  `pooled`: our output that is HF's pooler_output (SigLIP's is after the
+  text head)."""
+  assert_close(o['text_tokens_masked'], hf_masked.last_hidden_state,
+               f'{what} text tokens (attention mask, all positions)')
+  real = _mask(rows, hf_masked.last_hidden_state.shape[1]).bool().numpy()
+  assert_close(np.asarray(o['text_tokens_masked'])[real],
+               hf_masked.last_hidden_state.numpy()[real],
+               f'{what} text tokens (attention mask, real tokens)')
+  assert_close(o[pooled], hf_masked.pooler_output,
+               f'{what} text pooled (attention mask)')
+  assert_close(o['text_masked'], hf_embeds,
+               f'{what} text embeds (attention mask)')
+  unmasked = np.abs(hf_text.last_hidden_state.numpy() -
+                    hf_masked.last_hidden_state.numpy()).max()
+  assert unmasked > 1e-2, f'{what}: the mask changed nothing ({unmasked})'
 
 
 # ---------------------------------------------------------------- CLIP
@@ -153,8 +190,7 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
 
   pixels = torch.randn(B, 3, 32, 32)
   ids = _tokens(TEXT_ROWS, 12, PAD)
-  mask = (torch.arange(12)[None] < torch.tensor(
-      [len(r) for r in TEXT_ROWS])[:, None]).long()
+  mask = _mask(TEXT_ROWS, 12)
   with torch.no_grad():
     out = hf(input_ids=ids, pixel_values=pixels, attention_mask=mask)
     vision = hf.vision_model(pixel_values=pixels)
@@ -163,7 +199,8 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
     image_proj = hf.visual_projection(vision.pooler_output)
     text_proj = hf.text_projection(text.pooler_output)
 
-  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()))
+  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()),
+                      jnp.asarray(mask.numpy()))
   assert o['bias'] is None
   assert_close(o['image_pooled'], vision.pooler_output, 'clip image pooled')
   assert_close(o['image_tokens'], hf.vision_model.post_layernorm(
@@ -177,6 +214,10 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
   assert_close(o['image'], out.image_embeds, 'clip image embeds')
   assert_close(o['text'], out.text_embeds, 'clip text embeds')
   assert_close(o['logits'], out.logits_per_image, 'clip logits')
+  # Causal + padding mask: the same at the real tokens and the pooled EOS,
+  # different at the padding positions (which then see no pads).
+  assert_masked_text_matches(o, text, text_masked, out.text_embeds,
+                             TEXT_ROWS, 'clip')
 
 
 # -------------------------------------------------------------- SigLIP
@@ -202,13 +243,21 @@ def test_siglip_matches_hf(tmp_path):
   check_logical_axes(model)
 
   pixels = torch.randn(B, 3, 32, 32)
-  ids = _tokens([r[1:-1] for r in TEXT_ROWS], 12, PAD)
+  rows = [r[1:-1] for r in TEXT_ROWS]
+  ids = _tokens(rows, 12, PAD)
+  mask = _mask(rows, 12)
   with torch.no_grad():
     out = hf(input_ids=ids, pixel_values=pixels)
     vision_out = hf.vision_model(pixel_values=pixels)
     text_out = hf.text_model(input_ids=ids)
+    # transformers 5 masks the padded keys of SiglipTextModel too (a
+    # bidirectional padding mask) and still pools the final position.
+    text_masked = hf.text_model(input_ids=ids, attention_mask=mask)
+    embeds_masked = hf(input_ids=ids, pixel_values=pixels,
+                       attention_mask=mask).text_embeds
 
-  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()))
+  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()),
+                      jnp.asarray(mask.numpy()))
   assert_close(o['image_pooled'], vision_out.pooler_output,
                'siglip image pooled (MAP)')
   assert_close(o['image_tokens'], vision_out.last_hidden_state,
@@ -219,6 +268,8 @@ def test_siglip_matches_hf(tmp_path):
   assert_close(o['image'], out.image_embeds, 'siglip image embeds')
   assert_close(o['text'], out.text_embeds, 'siglip text embeds')
   assert_close(o['logits'], out.logits_per_image, 'siglip logits')
+  assert_masked_text_matches(o, text_out, text_masked, embeds_masked, rows,
+                             'siglip', pooled='text_proj_masked')
 
 
 # ----------------------------------------------------------------- ViT
