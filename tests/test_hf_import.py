@@ -18,7 +18,10 @@ import torch
 import transformers
 from flax import nnx
 
+from multimodal import base_config
 from multimodal import hf_import
+from multimodal import inputs as inputs_lib
+from multimodal.data import audio as audio_lib
 from multimodal.hf_import import common
 from multimodal.models import LOGICAL_AXES, build_model
 
@@ -347,6 +350,110 @@ def test_whisper_encoder_matches_hf(tmp_path):
       model, jnp.asarray(features.numpy().transpose(0, 2, 1)))
   assert_close(tokens, out, 'whisper encoder tokens')
   assert_close(pooled, out.mean(1), 'whisper pooled (mean)')
+
+
+# ------------------------------------------- Whisper's audio front end
+
+SR = 16000
+
+
+def _chirp(seconds, seed):
+  """A linear 100 Hz -> 7 kHz chirp plus white noise (SNR ~ 20 dB), float32
+  [seconds * 16000] at 16 kHz."""
+  t = np.arange(int(seconds * SR)) / SR
+  sweep = 100 * t + 0.5 * (7000 - 100) / seconds * t**2
+  noise = np.random.default_rng(seed).standard_normal(t.size)
+  return (0.5 * np.sin(2 * np.pi * sweep) + 0.035 * noise).astype(np.float32)
+
+
+def _feature_extractor(num_mels):
+  # Explicit arguments: nothing is downloaded. These are Whisper's.
+  return transformers.WhisperFeatureExtractor(
+      feature_size=num_mels, sampling_rate=SR, hop_length=160,
+      chunk_length=30, n_fft=400)
+
+
+@pytest.mark.parametrize('num_mels', [80, 128])
+def test_whisper_mel_filters_match_transformers(num_mels):
+  ref = transformers.audio_utils.mel_filter_bank(
+      num_frequency_bins=201, num_mel_filters=num_mels, min_frequency=0.0,
+      max_frequency=8000.0, sampling_rate=SR, norm='slaney',
+      mel_scale='slaney')
+  ours = audio_lib.mel_filters(201, num_mels, SR, 0.0, 8000.0,
+                               scale='slaney', norm='slaney')
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * ref.max())
+  cfg = audio_lib.LogMelConfig.whisper(num_mels=num_mels)
+  np.testing.assert_allclose(audio_lib.mel_filterbank(cfg), ref, rtol=1e-6,
+                             atol=1e-9)
+  # The default front end's filters are HF's HTK ones without a norm.
+  ref_htk = transformers.audio_utils.mel_filter_bank(
+      num_frequency_bins=257, num_mel_filters=64, min_frequency=0.0,
+      max_frequency=8000.0, sampling_rate=SR, norm=None, mel_scale='htk')
+  np.testing.assert_allclose(
+      audio_lib.mel_filterbank(audio_lib.LogMelConfig()), ref_htk,
+      rtol=0, atol=1e-7)
+
+
+# Shorter than 30 s (zero padded), exactly 30 s, longer (cropped), and the
+# 128 mel bins of large-v3 checkpoints.
+@pytest.mark.parametrize('seconds, num_mels', [(7.3, 80), (30.0, 80),
+                                               (31.7, 128)])
+def test_whisper_front_end_matches_feature_extractor(seconds, num_mels):
+  wave = _chirp(seconds, 0)
+  ref = _feature_extractor(num_mels)(
+      wave, sampling_rate=SR, return_tensors='np').input_features[0].T
+  cfg = audio_lib.LogMelConfig.whisper(num_mels=num_mels)
+  ours, free = audio_lib.clip_features(wave, cfg)
+  assert free == 0 and ours.shape == ref.shape == (3000, num_mels)
+  assert ours.dtype == np.float32
+  diff = float(np.abs(ours - ref).max())
+  print(f'whisper front end {seconds} s, {num_mels} mels: max abs diff '
+        f'{diff:.2e}')
+  assert diff <= 1e-4, diff
+  # With torch installed, the call above computes in float32 with torch
+  # (the differences above); HF's float64 NumPy path agrees to float32
+  # rounding.
+  window = np.zeros(30 * SR, np.float32)
+  window[:min(len(wave), len(window))] = wave[:len(window)]
+  ref_np = _feature_extractor(num_mels)._np_extract_fbank_features(
+      window[None], 'cpu')[0].T
+  assert float(np.abs(ours - ref_np).max()) <= 1e-6
+
+
+def test_whisper_encoder_on_raw_audio_matches_hf():
+  """Raw 16 kHz clips through the inference API's preprocessing (the audio
+  field kind with audio_front_end='whisper') and the imported encoder ==
+  HF's WhisperFeatureExtractor + WhisperEncoder."""
+  torch.manual_seed(4)
+  config = transformers.WhisperConfig(
+      d_model=32, encoder_layers=2, encoder_attention_heads=4,
+      encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=4,
+      decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+      max_target_positions=16, vocab_size=VOCAB, pad_token_id=PAD,
+      bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS)
+  hf = randomize(transformers.WhisperModel(config).eval(), 4)
+  model_config, params = hf_import.convert('whisper', hf)
+  model = hf_import.load_model(model_config, params)
+
+  waves = [_chirp(4.2, 1), _chirp(33.0, 2)]
+  features = _feature_extractor(80)(waves, sampling_rate=SR,
+                                    return_tensors='pt').input_features
+  with torch.no_grad():
+    ref = hf.encoder(features).last_hidden_state
+
+  input_cfg = base_config.base().input
+  input_cfg.audio_front_end = 'whisper'
+  input_cfg.num_frames = model_config['num_frames']  # 3000
+  input_cfg.num_mels = model_config['num_mels']  # 80
+  prep = inputs_lib.Preprocessor(input_cfg, None)
+  x, _ = prep.batch('audio', waves, sample_rate=SR)
+  assert prep.kind('audio').settings()['log_mel']['front_end'] == 'whisper'
+  hf_features = features.numpy().transpose(0, 2, 1)  # [B, frames, mels]
+  assert x.shape == hf_features.shape == (2, 3000, 80)
+  assert float(np.abs(x - hf_features).max()) <= 1e-4
+  pooled, tokens = nnx.jit(lambda m, v: m(v))(model, jnp.asarray(x))
+  assert_close(tokens, ref, 'whisper encoder tokens from raw audio')
+  assert_close(pooled, ref.mean(1), 'whisper pooled from raw audio')
 
 
 # -------------------------------------------------------------- errors
