@@ -565,6 +565,31 @@ def test_text_pools_for_imported_checkpoints():
     np.testing.assert_array_equal(pooled, x[jnp.arange(2), jnp.array(index)])
 
 
+def test_text_attention_mask_replaces_the_pad_rule():
+  """Our own towers (mask_pad=True): the mask tokens != pad_id changes
+  nothing; a mask hiding a real token changes the outputs; mask_pad=False
+  with a mask equals mask_pad=True; a mask of the wrong shape is an error."""
+  config = dict(name='text_transformer', vocab_size=20, max_len=6, width=8,
+                depth=1, num_heads=2, pool='eos')
+  tokens = jnp.array([[3, 9, 5, 9, 0, 0], [19, 4, 9, 0, 0, 0]], jnp.int32)
+  mask = (tokens != 0).astype(jnp.int32)
+  model = build_model(config, rngs=nnx.Rngs(0))
+  pooled, x = model(tokens)
+  pooled_m, x_m = model(tokens, attention_mask=mask)
+  np.testing.assert_array_equal(pooled_m, pooled)
+  np.testing.assert_array_equal(x_m, x)
+  shorter = mask.at[0, 3].set(0)  # row 0 now ends at position 2
+  pooled_s, x_s = model(tokens, attention_mask=shorter)
+  np.testing.assert_array_equal(pooled_s[1], pooled[1])
+  np.testing.assert_allclose(pooled_s[0], x_s[0, 2])
+  assert not np.allclose(x_s[0, :3], x[0, :3])
+  unmasked = build_model(dict(config, mask_pad=False), rngs=nnx.Rngs(0))
+  assert not np.allclose(unmasked(tokens)[1], x)
+  np.testing.assert_array_equal(unmasked(tokens, attention_mask=mask)[1], x)
+  with pytest.raises(ValueError, match=r'attention_mask has shape \(2, 5\)'):
+    model(tokens, attention_mask=mask[:, :5])
+
+
 def test_conv1d_stem_lengths_and_odd_frames():
   model = build_model(dict(name='audio_transformer', stem='conv1d',
                            posemb='learned', num_frames=7, num_mels=5,
