@@ -86,6 +86,9 @@ def base() -> mlc.ConfigDict:
   c.input.augment = None  # or dict(max_shift=, max_scale=, max_rotate=)
   c.input.num_frames = 96  # log-mel frames of 10 ms
   c.input.num_mels = 64
+  # 'default', or 'whisper': Whisper's features for imported Whisper
+  # encoders (then num_frames=3000, num_mels=80 or 128; multimodal/data/audio)
+  c.input.audio_front_end = 'default'
   c.input.audio_augment = None  # see multimodal/data/audio.augment_features
   c.input.audio_cache_size = 0  # clips whose features stay in memory
   # Records that cannot be used (corrupt image, missing file, empty

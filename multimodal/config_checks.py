@@ -19,8 +19,9 @@ model passed; the trace runs only when everything else passed.
   optimizer  name, lr > 0, warmup_steps >= 0, betas, weight decay,
              clip_norm, final_fraction, frozen and lr_mults regexes.
   input      sizes (image_size, image_channels, max_text_len, num_frames,
-             num_mels), on_error, max_skip_fraction, validate_records,
-             reader threads and caches, augment keys, field kinds.
+             num_mels), audio_front_end, on_error, max_skip_fraction,
+             validate_records, reader threads and caches, augment keys,
+             field kinds.
   mesh       axis sizes against the devices, batches that divide over the
              batch shards and processes (mesh.check_batch_size), sharding
              rules.
@@ -55,6 +56,7 @@ from multimodal import mesh as mesh_lib
 from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
+from multimodal.data import audio as audio_lib
 from multimodal.data import kinds as kinds_lib
 from multimodal.data import pipeline
 from multimodal.data import sources
@@ -310,6 +312,10 @@ def _input(config) -> list[str]:
   if channels not in (1, 3) or not _is_int(channels):
     out.append(problem('input.image_channels', channels,
                        'must be 1 (grey) or 3 (RGB)'))
+  front_end = _get(config, 'input.audio_front_end', 'default')
+  if front_end not in audio_lib.FRONT_ENDS:
+    out.append(problem('input.audio_front_end', front_end,
+                       f'must be one of {audio_lib.FRONT_ENDS}'))
   on_error = _get(config, 'input.on_error', 'raise')
   if on_error not in pipeline.ON_ERROR:
     out.append(problem('input.on_error', on_error,

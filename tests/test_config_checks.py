@@ -136,6 +136,8 @@ BATTERY = [
      ['config.input.num_frames=-1']),
     ('num_mels', 'contrastive', _set('input.num_mels', 0),
      ['config.input.num_mels=0']),
+    ('audio_front_end', 'contrastive', _set('input.audio_front_end', 'htk'),
+     ["config.input.audio_front_end='htk'", "('default', 'whisper')"]),
     ('on_error', 'contrastive', _set('input.on_error', 'ignore'),
      ["config.input.on_error='ignore'", "('raise', 'skip')"]),
     ('max_skip_fraction', 'contrastive', _set('input.max_skip_fraction', 1.5),

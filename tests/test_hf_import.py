@@ -18,7 +18,10 @@ import torch
 import transformers
 from flax import nnx
 
+from multimodal import base_config
 from multimodal import hf_import
+from multimodal import inputs as inputs_lib
+from multimodal.data import audio as audio_lib
 from multimodal.hf_import import common
 from multimodal.models import LOGICAL_AXES, build_model
 
@@ -93,11 +96,15 @@ def assert_same_from_directory(family, hf, model_config, params, path):
 
 
 @nnx.jit
-def run_contrastive(model, images, tokens):
-  """Every output of an image-text ContrastiveModel, in one compiled call."""
+def run_contrastive(model, images, tokens, mask):
+  """Every output of an image-text ContrastiveModel, in one compiled call;
+  the *_masked ones with the text attention mask `mask` [B, L]."""
+  tokens = tokens.astype(jnp.int32)
   image_pooled, image_tokens = model.towers['image'](images)
-  text_pooled, text_tokens = model.towers['text'](tokens.astype(jnp.int32))
-  emb = model({'image': images, 'text': tokens.astype(jnp.int32)})
+  text_pooled, text_tokens = model.towers['text'](tokens)
+  masked_pooled, masked_tokens = model.towers['text'](tokens,
+                                                      attention_mask=mask)
+  emb = model({'image': images, 'text': tokens})
   scale, bias = model.logit_params(0)
   logits = scale * emb['image'] @ emb['text'].T
   return dict(image_pooled=image_pooled, image_tokens=image_tokens,
@@ -105,7 +112,11 @@ def run_contrastive(model, images, tokens):
               image_proj=model.heads['image'](image_pooled),
               text_proj=model.heads['text'](text_pooled),
               image=emb['image'], text=emb['text'], bias=bias,
-              logits=logits if bias is None else logits + bias)
+              logits=logits if bias is None else logits + bias,
+              text_pooled_masked=masked_pooled,
+              text_tokens_masked=masked_tokens,
+              text_proj_masked=model.heads['text'](masked_pooled),
+              text_masked=model.embed('text', tokens, attention_mask=mask))
 
 
 def _tokens(rows, length, pad):
@@ -114,6 +125,35 @@ def _tokens(rows, length, pad):
   for i, row in enumerate(rows):
     out[i, :len(row)] = row
   return torch.from_numpy(out)
+
+
+def _mask(rows, length):
+  """The HF tokenizer's attention_mask of _tokens(rows, length, pad):
+  int64 [B, length], 1 at the rows' ids, 0 at the padding."""
+  return (torch.arange(length)[None] < torch.tensor(
+      [len(r) for r in rows])[:, None]).long()
+
+
+def assert_masked_text_matches(o, hf_text, hf_masked, hf_embeds, rows,
+                               what, pooled='text_pooled_masked'):
+  """Text outputs with an attention mask (o['*_masked']) against HF's with
+  the same mask, at every position and at the real tokens alone; the HF
+  outputs without a mask must differ somewhere, or the mask went untested.
+  `pooled`: our output that is HF's pooler_output (SigLIP's is after the
+  text head)."""
+  assert_close(o['text_tokens_masked'], hf_masked.last_hidden_state,
+               f'{what} text tokens (attention mask, all positions)')
+  real = _mask(rows, hf_masked.last_hidden_state.shape[1]).bool().numpy()
+  assert_close(np.asarray(o['text_tokens_masked'])[real],
+               hf_masked.last_hidden_state.numpy()[real],
+               f'{what} text tokens (attention mask, real tokens)')
+  assert_close(o[pooled], hf_masked.pooler_output,
+               f'{what} text pooled (attention mask)')
+  assert_close(o['text_masked'], hf_embeds,
+               f'{what} text embeds (attention mask)')
+  unmasked = np.abs(hf_text.last_hidden_state.numpy() -
+                    hf_masked.last_hidden_state.numpy()).max()
+  assert unmasked > 1e-2, f'{what}: the mask changed nothing ({unmasked})'
 
 
 # ---------------------------------------------------------------- CLIP
@@ -153,8 +193,7 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
 
   pixels = torch.randn(B, 3, 32, 32)
   ids = _tokens(TEXT_ROWS, 12, PAD)
-  mask = (torch.arange(12)[None] < torch.tensor(
-      [len(r) for r in TEXT_ROWS])[:, None]).long()
+  mask = _mask(TEXT_ROWS, 12)
   with torch.no_grad():
     out = hf(input_ids=ids, pixel_values=pixels, attention_mask=mask)
     vision = hf.vision_model(pixel_values=pixels)
@@ -163,7 +202,8 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
     image_proj = hf.visual_projection(vision.pooler_output)
     text_proj = hf.text_projection(text.pooler_output)
 
-  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()))
+  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()),
+                      jnp.asarray(mask.numpy()))
   assert o['bias'] is None
   assert_close(o['image_pooled'], vision.pooler_output, 'clip image pooled')
   assert_close(o['image_tokens'], hf.vision_model.post_layernorm(
@@ -177,6 +217,10 @@ def test_clip_matches_hf(eos_token_id, tmp_path):
   assert_close(o['image'], out.image_embeds, 'clip image embeds')
   assert_close(o['text'], out.text_embeds, 'clip text embeds')
   assert_close(o['logits'], out.logits_per_image, 'clip logits')
+  # Causal + padding mask: the same at the real tokens and the pooled EOS,
+  # different at the padding positions (which then see no pads).
+  assert_masked_text_matches(o, text, text_masked, out.text_embeds,
+                             TEXT_ROWS, 'clip')
 
 
 # -------------------------------------------------------------- SigLIP
@@ -202,13 +246,21 @@ def test_siglip_matches_hf(tmp_path):
   check_logical_axes(model)
 
   pixels = torch.randn(B, 3, 32, 32)
-  ids = _tokens([r[1:-1] for r in TEXT_ROWS], 12, PAD)
+  rows = [r[1:-1] for r in TEXT_ROWS]
+  ids = _tokens(rows, 12, PAD)
+  mask = _mask(rows, 12)
   with torch.no_grad():
     out = hf(input_ids=ids, pixel_values=pixels)
     vision_out = hf.vision_model(pixel_values=pixels)
     text_out = hf.text_model(input_ids=ids)
+    # transformers 5 masks the padded keys of SiglipTextModel too (a
+    # bidirectional padding mask) and still pools the final position.
+    text_masked = hf.text_model(input_ids=ids, attention_mask=mask)
+    embeds_masked = hf(input_ids=ids, pixel_values=pixels,
+                       attention_mask=mask).text_embeds
 
-  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()))
+  o = run_contrastive(model, nhwc(pixels), jnp.asarray(ids.numpy()),
+                      jnp.asarray(mask.numpy()))
   assert_close(o['image_pooled'], vision_out.pooler_output,
                'siglip image pooled (MAP)')
   assert_close(o['image_tokens'], vision_out.last_hidden_state,
@@ -219,6 +271,8 @@ def test_siglip_matches_hf(tmp_path):
   assert_close(o['image'], out.image_embeds, 'siglip image embeds')
   assert_close(o['text'], out.text_embeds, 'siglip text embeds')
   assert_close(o['logits'], out.logits_per_image, 'siglip logits')
+  assert_masked_text_matches(o, text_out, text_masked, embeds_masked, rows,
+                             'siglip', pooled='text_proj_masked')
 
 
 # ----------------------------------------------------------------- ViT
@@ -296,6 +350,110 @@ def test_whisper_encoder_matches_hf(tmp_path):
       model, jnp.asarray(features.numpy().transpose(0, 2, 1)))
   assert_close(tokens, out, 'whisper encoder tokens')
   assert_close(pooled, out.mean(1), 'whisper pooled (mean)')
+
+
+# ------------------------------------------- Whisper's audio front end
+
+SR = 16000
+
+
+def _chirp(seconds, seed):
+  """A linear 100 Hz -> 7 kHz chirp plus white noise (SNR ~ 20 dB), float32
+  [seconds * 16000] at 16 kHz."""
+  t = np.arange(int(seconds * SR)) / SR
+  sweep = 100 * t + 0.5 * (7000 - 100) / seconds * t**2
+  noise = np.random.default_rng(seed).standard_normal(t.size)
+  return (0.5 * np.sin(2 * np.pi * sweep) + 0.035 * noise).astype(np.float32)
+
+
+def _feature_extractor(num_mels):
+  # Explicit arguments: nothing is downloaded. These are Whisper's.
+  return transformers.WhisperFeatureExtractor(
+      feature_size=num_mels, sampling_rate=SR, hop_length=160,
+      chunk_length=30, n_fft=400)
+
+
+@pytest.mark.parametrize('num_mels', [80, 128])
+def test_whisper_mel_filters_match_transformers(num_mels):
+  ref = transformers.audio_utils.mel_filter_bank(
+      num_frequency_bins=201, num_mel_filters=num_mels, min_frequency=0.0,
+      max_frequency=8000.0, sampling_rate=SR, norm='slaney',
+      mel_scale='slaney')
+  ours = audio_lib.mel_filters(201, num_mels, SR, 0.0, 8000.0,
+                               scale='slaney', norm='slaney')
+  np.testing.assert_allclose(ours, ref, rtol=0, atol=1e-12 * ref.max())
+  cfg = audio_lib.LogMelConfig.whisper(num_mels=num_mels)
+  np.testing.assert_allclose(audio_lib.mel_filterbank(cfg), ref, rtol=1e-6,
+                             atol=1e-9)
+  # The default front end's filters are HF's HTK ones without a norm.
+  ref_htk = transformers.audio_utils.mel_filter_bank(
+      num_frequency_bins=257, num_mel_filters=64, min_frequency=0.0,
+      max_frequency=8000.0, sampling_rate=SR, norm=None, mel_scale='htk')
+  np.testing.assert_allclose(
+      audio_lib.mel_filterbank(audio_lib.LogMelConfig()), ref_htk,
+      rtol=0, atol=1e-7)
+
+
+# Shorter than 30 s (zero padded), exactly 30 s, longer (cropped), and the
+# 128 mel bins of large-v3 checkpoints.
+@pytest.mark.parametrize('seconds, num_mels', [(7.3, 80), (30.0, 80),
+                                               (31.7, 128)])
+def test_whisper_front_end_matches_feature_extractor(seconds, num_mels):
+  wave = _chirp(seconds, 0)
+  ref = _feature_extractor(num_mels)(
+      wave, sampling_rate=SR, return_tensors='np').input_features[0].T
+  cfg = audio_lib.LogMelConfig.whisper(num_mels=num_mels)
+  ours, free = audio_lib.clip_features(wave, cfg)
+  assert free == 0 and ours.shape == ref.shape == (3000, num_mels)
+  assert ours.dtype == np.float32
+  diff = float(np.abs(ours - ref).max())
+  print(f'whisper front end {seconds} s, {num_mels} mels: max abs diff '
+        f'{diff:.2e}')
+  assert diff <= 1e-4, diff
+  # With torch installed, the call above computes in float32 with torch
+  # (the differences above); HF's float64 NumPy path agrees to float32
+  # rounding.
+  window = np.zeros(30 * SR, np.float32)
+  window[:min(len(wave), len(window))] = wave[:len(window)]
+  ref_np = _feature_extractor(num_mels)._np_extract_fbank_features(
+      window[None], 'cpu')[0].T
+  assert float(np.abs(ours - ref_np).max()) <= 1e-6
+
+
+def test_whisper_encoder_on_raw_audio_matches_hf():
+  """Raw 16 kHz clips through the inference API's preprocessing (the audio
+  field kind with audio_front_end='whisper') and the imported encoder ==
+  HF's WhisperFeatureExtractor + WhisperEncoder."""
+  torch.manual_seed(4)
+  config = transformers.WhisperConfig(
+      d_model=32, encoder_layers=2, encoder_attention_heads=4,
+      encoder_ffn_dim=64, decoder_layers=1, decoder_attention_heads=4,
+      decoder_ffn_dim=64, num_mel_bins=80, max_source_positions=1500,
+      max_target_positions=16, vocab_size=VOCAB, pad_token_id=PAD,
+      bos_token_id=BOS, eos_token_id=EOS, decoder_start_token_id=BOS)
+  hf = randomize(transformers.WhisperModel(config).eval(), 4)
+  model_config, params = hf_import.convert('whisper', hf)
+  model = hf_import.load_model(model_config, params)
+
+  waves = [_chirp(4.2, 1), _chirp(33.0, 2)]
+  features = _feature_extractor(80)(waves, sampling_rate=SR,
+                                    return_tensors='pt').input_features
+  with torch.no_grad():
+    ref = hf.encoder(features).last_hidden_state
+
+  input_cfg = base_config.base().input
+  input_cfg.audio_front_end = 'whisper'
+  input_cfg.num_frames = model_config['num_frames']  # 3000
+  input_cfg.num_mels = model_config['num_mels']  # 80
+  prep = inputs_lib.Preprocessor(input_cfg, None)
+  x, _ = prep.batch('audio', waves, sample_rate=SR)
+  assert prep.kind('audio').settings()['log_mel']['front_end'] == 'whisper'
+  hf_features = features.numpy().transpose(0, 2, 1)  # [B, frames, mels]
+  assert x.shape == hf_features.shape == (2, 3000, 80)
+  assert float(np.abs(x - hf_features).max()) <= 1e-4
+  pooled, tokens = nnx.jit(lambda m, v: m(v))(model, jnp.asarray(x))
+  assert_close(tokens, ref, 'whisper encoder tokens from raw audio')
+  assert_close(pooled, ref.mean(1), 'whisper pooled from raw audio')
 
 
 # -------------------------------------------------------------- errors
@@ -405,6 +563,31 @@ def test_text_pools_for_imported_checkpoints():
     pooled, tokens_out = model(tokens)
     np.testing.assert_array_equal(tokens_out, x)
     np.testing.assert_array_equal(pooled, x[jnp.arange(2), jnp.array(index)])
+
+
+def test_text_attention_mask_replaces_the_pad_rule():
+  """Our own towers (mask_pad=True): the mask tokens != pad_id changes
+  nothing; a mask hiding a real token changes the outputs; mask_pad=False
+  with a mask equals mask_pad=True; a mask of the wrong shape is an error."""
+  config = dict(name='text_transformer', vocab_size=20, max_len=6, width=8,
+                depth=1, num_heads=2, pool='eos')
+  tokens = jnp.array([[3, 9, 5, 9, 0, 0], [19, 4, 9, 0, 0, 0]], jnp.int32)
+  mask = (tokens != 0).astype(jnp.int32)
+  model = build_model(config, rngs=nnx.Rngs(0))
+  pooled, x = model(tokens)
+  pooled_m, x_m = model(tokens, attention_mask=mask)
+  np.testing.assert_array_equal(pooled_m, pooled)
+  np.testing.assert_array_equal(x_m, x)
+  shorter = mask.at[0, 3].set(0)  # row 0 now ends at position 2
+  pooled_s, x_s = model(tokens, attention_mask=shorter)
+  np.testing.assert_array_equal(pooled_s[1], pooled[1])
+  np.testing.assert_allclose(pooled_s[0], x_s[0, 2])
+  assert not np.allclose(x_s[0, :3], x[0, :3])
+  unmasked = build_model(dict(config, mask_pad=False), rngs=nnx.Rngs(0))
+  assert not np.allclose(unmasked(tokens)[1], x)
+  np.testing.assert_array_equal(unmasked(tokens, attention_mask=mask)[1], x)
+  with pytest.raises(ValueError, match=r'attention_mask has shape \(2, 5\)'):
+    model(tokens, attention_mask=mask[:, :5])
 
 
 def test_conv1d_stem_lengths_and_odd_frames():

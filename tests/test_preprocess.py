@@ -65,6 +65,52 @@ def test_fit_to_window_places_and_rejects():
     audio.fit_to_window(np.ones(cfg.num_samples + 1, np.float32), cfg, 0)
 
 
+def test_whisper_front_end_places_pads_and_crops_at_the_start():
+  cfg = audio.LogMelConfig.whisper(num_frames=50)  # 0.5 s
+  assert cfg.num_samples == 50 * 160 and cfg.fft_size == cfg.window == 400
+  rng = np.random.default_rng(0)
+  wave = (0.3 * rng.standard_normal(5000)).astype(np.float32)
+  feats, free = audio.clip_features(wave, cfg)
+  assert feats.shape == (50, 80) and feats.dtype == np.float32 and free == 0
+  padded = np.zeros(cfg.num_samples, np.float32)
+  padded[:5000] = wave
+  np.testing.assert_array_equal(feats, audio.log_mel(padded, cfg))
+  # The zero padding sits at the floor: max - 8 -> feats.max() - 2.
+  assert feats[-1].max() == pytest.approx(feats.max() - 2.0)
+  longer = (0.3 * rng.standard_normal(12000)).astype(np.float32)
+  np.testing.assert_array_equal(
+      audio.clip_features(longer, cfg)[0],
+      audio.log_mel(longer[:cfg.num_samples], cfg))
+  # The default front end is a different computation.
+  default = audio.LogMelConfig(num_frames=50, num_mels=80)
+  assert not np.allclose(audio.clip_features(wave, default)[0], feats)
+  with pytest.raises(ValueError, match="front_end 'htk'"):
+    audio.LogMelConfig(front_end='htk')
+
+
+def test_audio_field_settings_record_the_whisper_front_end():
+  from multimodal import base_config  # pylint: disable=g-import-not-at-top
+  from multimodal.data.kinds.audio import AudioField  # pylint: disable=g-import-not-at-top
+  input_cfg = base_config.base().input
+  # The default is not recorded: older exports' preprocess.json still match.
+  assert 'front_end' not in AudioField(input_cfg, train=False).settings()[
+      'log_mel']
+  input_cfg.audio_front_end = 'whisper'
+  input_cfg.num_frames, input_cfg.num_mels = 3000, 128
+  field = AudioField(input_cfg, train=True)
+  assert field.mel == audio.LogMelConfig.whisper(num_mels=128)
+  assert field.settings()['log_mel']['front_end'] == 'whisper'
+  assert field.example_shape() == ((3000, 128), np.float32)
+  # Training never moves the clip: Whisper's features exactly.
+  wave = np.ones(16000, np.float32) * 0.1
+  np.testing.assert_array_equal(
+      field(wave, np.random.default_rng(1)),
+      audio.clip_features(wave, field.mel)[0])
+  input_cfg.audio_front_end = 'htk'
+  with pytest.raises(ValueError, match="audio_front_end='htk'"):
+    AudioField(input_cfg, train=False)
+
+
 def test_decode_audio_roundtrip_and_errors():
   wave = np.sin(np.linspace(0, 100, 4000)).astype(np.float32) * 0.3
   buf = io.BytesIO()

@@ -9,6 +9,19 @@ Front-end parameters (all in `LogMelConfig`, defaults shown):
   `num_frames` frames, i.e. (num_frames - 1) * hop + window samples
   (96 frames = 0.975 s); shorter clips are zero padded, longer ones are an
   error unless `crop=True`.
+
+The 'whisper' front end (`LogMelConfig.whisper()`, config.input.
+audio_front_end='whisper') computes the features OpenAI's Whisper models
+were trained on, as transformers' WhisperFeatureExtractor does: 400-point
+FFT of a 400-sample periodic Hann window, hop 160; mel filters on the
+Slaney mel scale (linear below 1 kHz, logarithmic above) with Slaney
+normalisation (each triangle scaled by 2 / its width in Hz, so filters have
+equal area); frames centred on multiples of the hop, the clip reflect-padded
+by fft_size // 2 at both ends, and the one frame past the end dropped, so a
+window of num_frames * hop samples gives num_frames frames; the clip starts
+at sample 0 and is zero padded or cropped (its start kept) to that window
+(3000 frames = 30 s, Whisper's input); the same log10, max - 8 floor (over
+the whole window, padding included) and (x + 4) / 4.
 """
 from __future__ import annotations
 
@@ -19,6 +32,12 @@ import math
 
 import numpy as np
 import soundfile
+
+# config.input.audio_front_end values: 'default' (HTK-scale triangles, frames
+# inside the window) or 'whisper' (see the module docstring).
+FRONT_ENDS = ('default', 'whisper')
+# Whisper's input: 30 s of 10 ms frames (2 * max_source_positions).
+WHISPER_FRAMES = 3000
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,9 +50,30 @@ class LogMelConfig:
   num_frames: int = 96
   fmin: float = 0.0
   fmax: float = 8000.0
+  front_end: str = 'default'
+
+  def __post_init__(self):
+    if self.front_end not in FRONT_ENDS:
+      raise ValueError(f'Unknown log-mel front_end {self.front_end!r}; use '
+                       f'one of {FRONT_ENDS}.')
+
+  @classmethod
+  def whisper(cls, num_mels: int = 80, num_frames: int = WHISPER_FRAMES,
+              sample_rate: int = 16000) -> 'LogMelConfig':
+    """Whisper's front end: num_mels 80 (128 for large-v3 checkpoints, i.e.
+    the checkpoint's num_mel_bins), num_frames 3000 (30 s)."""
+    return cls(sample_rate=sample_rate, window=400, hop=160, fft_size=400,
+               num_mels=num_mels, num_frames=num_frames, fmin=0.0,
+               fmax=8000.0, front_end='whisper')
+
+  @property
+  def is_whisper(self) -> bool:
+    return self.front_end == 'whisper'
 
   @property
   def num_samples(self) -> int:
+    if self.is_whisper:  # centred frames: one per hop
+      return self.num_frames * self.hop
     return (self.num_frames - 1) * self.hop + self.window
 
 
@@ -119,23 +159,83 @@ def _mel_to_hz(mel):
   return 700.0 * (10.0**(np.asarray(mel) / 2595.0) - 1.0)
 
 
-@functools.lru_cache(maxsize=8)
-def mel_filterbank(cfg: LogMelConfig) -> np.ndarray:
-  """Triangular mel filters, float32 [fft_size // 2 + 1, num_mels]."""
-  freqs = np.linspace(0, cfg.sample_rate / 2, cfg.fft_size // 2 + 1)
-  edges = _mel_to_hz(np.linspace(_hz_to_mel(cfg.fmin), _hz_to_mel(cfg.fmax),
-                                 cfg.num_mels + 2))
+# Slaney's mel scale (Auditory Toolbox; librosa's htk=False): linear,
+# 3 mels per 200 Hz, up to 1 kHz (15 mels), then logarithmic with 27 mels
+# per factor 6.4 in frequency.
+_SLANEY_HZ_PER_MEL = 200.0 / 3.0
+_SLANEY_BREAK_HZ = 1000.0
+_SLANEY_BREAK_MEL = _SLANEY_BREAK_HZ / _SLANEY_HZ_PER_MEL
+_SLANEY_LOG_STEP = math.log(6.4) / 27.0
+
+
+def _hz_to_mel_slaney(hz):
+  hz = np.asarray(hz, np.float64)
+  log_part = _SLANEY_BREAK_MEL + np.log(
+      np.maximum(hz, _SLANEY_BREAK_HZ) / _SLANEY_BREAK_HZ) / _SLANEY_LOG_STEP
+  return np.where(hz < _SLANEY_BREAK_HZ, hz / _SLANEY_HZ_PER_MEL, log_part)
+
+
+def _mel_to_hz_slaney(mel):
+  mel = np.asarray(mel, np.float64)
+  log_part = _SLANEY_BREAK_HZ * np.exp(
+      _SLANEY_LOG_STEP * (np.maximum(mel, _SLANEY_BREAK_MEL) -
+                          _SLANEY_BREAK_MEL))
+  return np.where(mel < _SLANEY_BREAK_MEL, mel * _SLANEY_HZ_PER_MEL, log_part)
+
+
+_MEL_SCALES = {'htk': (_hz_to_mel, _mel_to_hz),
+               'slaney': (_hz_to_mel_slaney, _mel_to_hz_slaney)}
+
+
+def mel_filters(num_bins: int, num_mels: int, sample_rate: int, fmin: float,
+                fmax: float, *, scale: str = 'htk', norm: str | None = None
+                ) -> np.ndarray:
+  """Triangular mel filters over an rfft's bins, float64 [num_bins, num_mels].
+
+  Args:
+    num_bins: rfft bins, fft_size // 2 + 1, spanning 0..sample_rate / 2.
+    num_mels: filters; their num_mels + 2 edges are equally spaced in mels
+      from fmin to fmax, each triangle rising from edge i to 1 at edge i + 1
+      and falling to 0 at edge i + 2 (linear in Hz).
+    sample_rate, fmin, fmax: in Hz.
+    scale: 'htk' (2595 log10(1 + f / 700)) or 'slaney' (see _SLANEY_*).
+    norm: None (peaks of 1) or 'slaney' (each filter times 2 / (its upper
+      edge - its lower edge) in Hz: equal areas).
+  """
+  if scale not in _MEL_SCALES:
+    raise ValueError(f'mel scale must be one of {sorted(_MEL_SCALES)}, got '
+                     f'{scale!r}.')
+  if norm not in (None, 'slaney'):
+    raise ValueError(f'mel norm must be None or "slaney", got {norm!r}.')
+  to_mel, to_hz = _MEL_SCALES[scale]
+  freqs = np.linspace(0, sample_rate / 2, num_bins)
+  edges = to_hz(np.linspace(to_mel(fmin), to_mel(fmax), num_mels + 2))
   lower, center, upper = edges[:-2], edges[1:-1], edges[2:]
   rising = (freqs[:, None] - lower) / (center - lower)
   falling = (upper - freqs[:, None]) / (upper - center)
-  return np.maximum(0.0, np.minimum(rising, falling)).astype(np.float32)
+  filters = np.maximum(0.0, np.minimum(rising, falling))
+  if norm == 'slaney':
+    filters = filters * (2.0 / (upper - lower))
+  return filters
+
+
+@functools.lru_cache(maxsize=8)
+def mel_filterbank(cfg: LogMelConfig) -> np.ndarray:
+  """cfg's mel filters, float32 [fft_size // 2 + 1, num_mels]: HTK scale
+  without normalisation, or Slaney scale and norm for 'whisper'."""
+  kind = 'slaney' if cfg.is_whisper else 'htk'
+  return mel_filters(cfg.fft_size // 2 + 1, cfg.num_mels, cfg.sample_rate,
+                     cfg.fmin, cfg.fmax, scale=kind,
+                     norm='slaney' if cfg.is_whisper else None
+                     ).astype(np.float32)
 
 
 def fit_to_window(wave: np.ndarray, cfg: LogMelConfig, offset: int | None,
                   crop: bool = False) -> np.ndarray:
   """Places `wave` at `offset` in a zero window of cfg.num_samples samples.
 
-  offset=None centres the clip. Returns float32 [cfg.num_samples].
+  offset=None centres the clip (a longer clip: its centre is kept, offset
+  0: its start). Returns float32 [cfg.num_samples].
   """
   n = cfg.num_samples
   if len(wave) > n:
@@ -160,11 +260,38 @@ def log_mel(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
   if len(wave) != cfg.num_samples:
     raise ValueError(f'log_mel expects {cfg.num_samples} samples, got '
                      f'{len(wave)}; call fit_to_window first.')
+  if cfg.is_whisper:
+    return _whisper_log_mel(wave, cfg)
   idx = (np.arange(cfg.num_frames)[:, None] * cfg.hop +
          np.arange(cfg.window)[None, :])
   frames = wave[idx] * np.hanning(cfg.window + 1)[:-1].astype(np.float32)
   power = np.abs(np.fft.rfft(frames, n=cfg.fft_size, axis=-1))**2
   mel = np.log10(np.maximum(power @ mel_filterbank(cfg), 1e-10))
+  mel = np.maximum(mel, mel.max() - 8.0)
+  return ((mel + 4.0) / 4.0).astype(np.float32)
+
+
+@functools.lru_cache(maxsize=8)
+def _slaney_filters(num_bins, num_mels, sample_rate, fmin, fmax):
+  return mel_filters(num_bins, num_mels, sample_rate, fmin, fmax,
+                     scale='slaney', norm='slaney')
+
+
+def _whisper_log_mel(wave: np.ndarray, cfg: LogMelConfig) -> np.ndarray:
+  """Whisper's features of a window of num_frames * hop samples (float64
+  throughout, as transformers' NumPy extractor, then float32)."""
+  half = cfg.fft_size // 2
+  # Frame t is centred on sample t * hop; the reflected ends stand in for
+  # the samples before 0 and past the end. Frame num_frames, centred just
+  # past the window, is the one Whisper drops: it is never computed here.
+  padded = np.pad(wave.astype(np.float64), half, mode='reflect')
+  idx = (np.arange(cfg.num_frames)[:, None] * cfg.hop +
+         np.arange(cfg.window)[None, :])
+  frames = padded[idx] * np.hanning(cfg.window + 1)[:-1]
+  power = np.abs(np.fft.rfft(frames, n=cfg.fft_size, axis=-1))**2
+  filters = _slaney_filters(cfg.fft_size // 2 + 1, cfg.num_mels,
+                            cfg.sample_rate, cfg.fmin, cfg.fmax)
+  mel = np.log10(np.maximum(power @ filters, 1e-10))
   mel = np.maximum(mel, mel.max() - 8.0)
   return ((mel + 4.0) / 4.0).astype(np.float32)
 
@@ -180,7 +307,12 @@ def clip_features(wave: np.ndarray, cfg: LogMelConfig):
   The clip starts `lead_frames` hops into the window, so every frame that
   overlaps its onset exists. Returns (features float32 [num_frames, num_mels],
   free: trailing silent frames, i.e. how far `shift_frames` may move it).
+  The 'whisper' front end places the clip at sample 0 as Whisper does, and
+  returns free = 0: shifting its frames would not be exact (the reflect
+  padding at the start sees the clip), so the clip never moves.
   """
+  if cfg.is_whisper:
+    return log_mel(fit_to_window(wave, cfg, 0, crop=True), cfg), 0
   offset = lead_frames(cfg) * cfg.hop
   free = max(0, cfg.num_frames - (-(-(offset + len(wave)) // cfg.hop)))
   feats = log_mel(fit_to_window(wave, cfg, offset, crop=True), cfg)

@@ -13,7 +13,8 @@ HF computation, and the options of ours that reproduce it:
     causal=True, mask_pad=False, pool='eos_id' / 'argmax_id'). Without pad
     masking the outputs match HF called without an attention mask at every
     position, and with one at every position up to the EOS (the causal mask
-    keeps the pads after it out of those).
+    keeps the pads after it out of those); called with HF's attention_mask
+    (TextEncoder's attention_mask), at every position.
   projections: bias-free Linears -> our default 'linear' heads.
   logit_scale (a log) -> log_scale[0]; loss 'softmax'.
 """

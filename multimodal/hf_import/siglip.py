@@ -12,7 +12,9 @@ HF computation, and the options of ours that reproduce it:
     final_layer_norm -> the token at the final position (SigLIP pads to a
     fixed length and attends to the pads) -> `head` Linear with bias. Ours:
     TextEncoder(causal=False, mask_pad=False, pool='last_position') and
-    projection 'linear_bias' for the head.
+    projection 'linear_bias' for the head. HF called with an attention_mask
+    masks the padded keys (transformers 5) and still pools the final
+    position: ours given the same attention_mask.
   logit_scale (a log) and logit_bias -> log_scale / bias; loss 'sigmoid'.
 """
 from __future__ import annotations

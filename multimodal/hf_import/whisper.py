@@ -10,7 +10,10 @@ HF computation (WhisperEncoder), and the options of ours that reproduce it:
   it in the optimizer if it should stay fixed), layer_norm as the encoder's
   final norm, a zero key bias (which cannot change attention). Our tokens
   are HF's last_hidden_state; our pooled output is their mean over time
-  (Whisper itself has no pooling).
+  (Whisper itself has no pooling). Raw 16 kHz audio -> HF's input_features
+  (WhisperFeatureExtractor), in our [T, n_mels] layout: the 'whisper' log-mel
+  front end (multimodal.data.audio.LogMelConfig.whisper;
+  config.input.audio_front_end='whisper').
 
 Checkpoints: WhisperEncoder (no prefix), WhisperModel ('encoder.') or
 WhisperForConditionalGeneration ('model.encoder.'); decoder and output

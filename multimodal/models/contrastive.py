@@ -136,9 +136,14 @@ class ContrastiveModel(nnx.Module):
       self.bias = nnx.Param(jnp.full((num_pairs,), bias_init, pdt),
                             **axes(None))
 
-  def embed(self, field: str, x: jax.Array, *, deterministic: bool = True
-            ) -> jax.Array:
+  def embed(self, field: str, x: jax.Array, *,
+            attention_mask: jax.Array | None = None,
+            deterministic: bool = True) -> jax.Array:
     """Embeds batch field `field` (inputs as its tower expects).
+
+    attention_mask: [B, L] (1 = token, 0 = padding) for a text tower (see
+    TextEncoder), e.g. HF tokenizer output for an imported CLIP / SigLIP;
+    None: the tower's own padding rule.
 
     Returns:
       float32 [B, embed_dim], L2-normalised rows.
@@ -147,7 +152,9 @@ class ContrastiveModel(nnx.Module):
       raise KeyError(f'Field {field!r} has no tower; inputs map '
                      f'{sorted(self.inputs)}.')
     tower = self.inputs[field]
-    pooled, _ = self.towers[tower](x, deterministic=deterministic)
+    kwargs = {} if attention_mask is None else {
+        'attention_mask': attention_mask}
+    pooled, _ = self.towers[tower](x, deterministic=deterministic, **kwargs)
     return l2_normalize(self.heads[tower](pooled))
 
   def __call__(self, batch: Mapping[str, jax.Array], *,

@@ -41,6 +41,18 @@ class TextEncoder(nnx.Module):
     attention mask (CLIP's causal mask already hides the pads after EOS, and
     SigLIP was trained attending to them). Its 'mean'/'map' pooling still
     skip pads.
+  attention_mask (a call argument, [B, L], 1 = token, 0 = padding): when
+    given, it replaces `tokens != pad_id` as the padding mask and is always
+    applied to the attention keys, whatever mask_pad says: HF semantics of
+    CLIPTextModel / SiglipTextModel(attention_mask=...) (transformers 5
+    masks the padded keys in both; CLIP also keeps its causal mask). Queries
+    are not masked, so padded positions still get outputs, as in HF (each
+    row needs a token any query can see: with causal=True, a real token at
+    position 0, i.e. right padding). 'eos'/'last' pool at the last position
+    the mask marks and 'mean'/'map' over the marked positions; 'eos_id',
+    'argmax_id', 'last_position' and 'first' read the ids or positions as
+    HF does, mask or not (so SigLIP's pooled output is the final position's,
+    a padding position when a row is padded).
   Sizes: `variant` ('B'; see sizes.py) and `**options` (EncoderOptions:
     width, depth, num_heads, mlp_ratio, mlp_dim, activation, dropout,
     layernorm_epsilon, attention_impl, remat, scan_layers, dtype,
@@ -85,12 +97,15 @@ class TextEncoder(nnx.Module):
     if pool == 'map':
       self.map_head = encoder.map_head(rngs)
 
-  def __call__(self, tokens: jax.Array, *, deterministic: bool = True
-               ) -> tuple[jax.Array, jax.Array]:
+  def __call__(self, tokens: jax.Array, *,
+               attention_mask: jax.Array | None = None,
+               deterministic: bool = True) -> tuple[jax.Array, jax.Array]:
     """Encodes token ids.
 
     Args:
       tokens: int [B, L] ids, right-padded with `pad_id`, L <= max_len.
+      attention_mask: optional int or bool [B, L], nonzero at tokens, 0 at
+        padding (see the class docstring); default: tokens != pad_id.
       deterministic: disables dropout when True.
 
     Returns:
@@ -100,7 +115,14 @@ class TextEncoder(nnx.Module):
     if length > self.max_len:
       raise ValueError(f'Text of length {length} exceeds max_len='
                        f'{self.max_len}.')
-    valid = tokens != self.pad_id  # [B, L]
+    if attention_mask is None:
+      valid = tokens != self.pad_id  # [B, L]
+    else:
+      if attention_mask.shape != tokens.shape:
+        raise ValueError(f'attention_mask has shape {attention_mask.shape}; '
+                         f'it must be [B, L] like the tokens, '
+                         f'{tokens.shape}.')
+      valid = attention_mask.astype(bool)
     if self.posemb_kind == 'learned':
       pos = self.posemb(length)
     else:
@@ -109,7 +131,7 @@ class TextEncoder(nnx.Module):
     x = self.drop(x, deterministic=deterministic)
 
     mask = valid[:, None, None, :]  # [B, 1, 1(query), L(key)]
-    if not self.mask_pad:
+    if not self.mask_pad and attention_mask is None:
       mask = None
     if self.causal:
       causal = jnp.tril(jnp.ones((length, length), bool))[None, None]

@@ -21,8 +21,16 @@ class AudioField(FieldKind):
 
   def __init__(self, input_cfg, *, train: bool, tokenizer=None):
     super().__init__(input_cfg, train=train, tokenizer=tokenizer)
-    self.mel = audio_lib.LogMelConfig(num_frames=input_cfg.num_frames,
-                                      num_mels=input_cfg.num_mels)
+    front_end = input_cfg.get('audio_front_end', 'default')
+    if front_end == 'whisper':
+      self.mel = audio_lib.LogMelConfig.whisper(
+          num_mels=input_cfg.num_mels, num_frames=input_cfg.num_frames)
+    elif front_end == 'default':
+      self.mel = audio_lib.LogMelConfig(num_frames=input_cfg.num_frames,
+                                        num_mels=input_cfg.num_mels)
+    else:
+      raise ValueError(f'config.input.audio_front_end={front_end!r}: use one '
+                       f'of {audio_lib.FRONT_ENDS}.')
     self.augment = input_cfg.get('audio_augment') if train else None
     # Decoding and the FFT dominate the pipeline's cost, so each clip's
     # features are computed once (cached) and random placement in time is a
@@ -59,4 +67,9 @@ class AudioField(FieldKind):
     return (self.mel.num_frames, self.mel.num_mels), np.float32
 
   def settings(self) -> dict:
-    return {'log_mel': dataclasses.asdict(self.mel)}
+    settings = dataclasses.asdict(self.mel)
+    if settings['front_end'] == 'default':
+      # Recorded only when not the default, so exports made before the
+      # option existed still match their preprocess.json.
+      del settings['front_end']
+    return {'log_mel': settings}
