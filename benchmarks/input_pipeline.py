@@ -8,8 +8,12 @@ Pipelines (training mode: shuffling, augmentation, the configured threads):
   digits       the demo's trimodal batch (projects/digits/configs/
                contrastive.py: 16 px scans with affine jitter, log-mel of
                the spoken word with speech augmentation, two captions) at
-               batch 128; the first pass decodes every clip (cold audio
-               cache), later ones reuse the cached log-mel
+               batch 128; the first pass reads, decodes and computes
+               everything (cold caches), later ones reuse the records
+               (input.cache_raw), decoded scans (input.image_cache_size)
+               and log-mel (input.audio_cache_size) kept in memory
+  digits, no caches  the same without the record and image caches (the
+               audio cache kept): the before of those two
   image_text   224 px images + captions from a JSONL manifest
                (experiments/image_text.py; records written by
                multimodal.testing.datasets) at batch 32
@@ -84,9 +88,15 @@ def main(argv=None) -> dict:
 
   c = digits_contrastive.get_config('tiny' if args.smoke else None)
   c.dataset.data_dir = args.data_dir
-  first, later = pipeline_rate(c, batches)
   step = train_step.run('digits', c.batch_size, 2 if args.smoke else 5, 1,
                         'float32')['examples_per_s']
+  # The before of the demo's record and image caches, then the demo itself.
+  uncached = c.copy_and_resolve_references()
+  uncached.input.cache_raw = False
+  uncached.input.image_cache_size = 0
+  first, later = pipeline_rate(uncached, batches)
+  rows.append(('digits, no caches', c.batch_size, first, later, step))
+  first, later = pipeline_rate(c, batches)
   rows.append(('digits', c.batch_size, first, later, step))
 
   with tempfile.TemporaryDirectory() as tmp:
@@ -100,10 +110,10 @@ def main(argv=None) -> dict:
     rows.append(('image_text 224px' if not args.smoke else 'image_text',
                  c.batch_size, first, later, step))
 
-  print(f'{"pipeline":18s} {"batch":>5s} {"first pass ex/s":>16s} '
+  print(f'{"pipeline":20s} {"batch":>5s} {"first pass ex/s":>16s} '
         f'{"later ex/s":>11s} {"step ex/s":>10s} {"ratio":>7s}')
   for name, batch, first, later, step in rows:
-    print(f'{name:18s} {batch:5d} {first:16,.0f} {later:11,.0f} '
+    print(f'{name:20s} {batch:5d} {first:16,.0f} {later:11,.0f} '
           f'{step:10,.1f} {later / step:7.1f}x')
   return {r[0]: dict(zip(('batch', 'first', 'later', 'step'), r[1:]))
           for r in rows}

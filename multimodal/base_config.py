@@ -91,6 +91,10 @@ def base() -> mlc.ConfigDict:
   c.input.audio_front_end = 'default'
   c.input.audio_augment = None  # see multimodal/data/audio.augment_features
   c.input.audio_cache_size = 0  # clips whose features stay in memory
+  c.input.image_cache_size = 0  # decoded, resized images kept in memory
+  # Keep every record read in memory (read and deserialised once): for
+  # datasets that fit in RAM (multimodal/data/pipeline.py).
+  c.input.cache_raw = False
   # Records that cannot be used (corrupt image, missing file, empty
   # caption...): 'raise' names the first; 'skip' counts them per reason
   # (logged and written to metrics) and fails past max_skip_fraction.

@@ -328,6 +328,7 @@ def _input(config) -> list[str]:
                     ('prefetch', 'examples read ahead'),
                     ('num_workers', 'worker processes; 0: none'),
                     ('audio_cache_size', 'clips kept in memory'),
+                    ('image_cache_size', 'images kept in memory'),
                     ('aligned_items', 'items per example; 0: one at random')):
     if _get(config, f'input.{key}', None) is not None:
       out += _int_at_least(config, f'input.{key}', 0, what)

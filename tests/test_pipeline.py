@@ -120,3 +120,43 @@ def test_cached_shifted_audio_equals_recomputed(tiny_config):
   want = audio_lib.log_mel(audio_lib.fit_to_window(wave, kind.mel, offset),
                            kind.mel)
   np.testing.assert_allclose(got, want, atol=1e-5)
+
+
+def test_record_and_image_caches_change_nothing_but_reads(tiny_config):
+  """input.cache_raw and input.image_cache_size: the same batches, in the
+  same order, over more than one epoch; the second epoch reads no record
+  from the source."""
+  tiny_config.input.cache_raw = False
+  tiny_config.input.image_cache_size = 0
+  source = pipeline.open_source(tiny_config.dataset, 'validation')
+
+  class Counting:
+    """The source, counting its reads (each iterator its own: the first
+    one's threads keep reading ahead while the second runs)."""
+
+    def __init__(self):
+      self.reads = 0
+
+    def __len__(self):
+      return len(source)
+
+    def __getitem__(self, index):
+      self.reads += 1
+      return source[index]
+
+  batches = -(-2 * len(source) // 8)  # two epochs
+  plain, _, _ = _iter(tiny_config, 'validation', source=Counting())
+  want = [next(plain) for _ in range(batches)]
+  tiny_config.input.cache_raw = True
+  tiny_config.input.image_cache_size = 100_000
+  # One reader thread: two threads may both miss on a record read at the
+  # end of one epoch and the start of the next (harmless, not countable).
+  tiny_config.input.num_threads = 1
+  counting = Counting()
+  cached, pre, n = _iter(tiny_config, 'validation', source=counting)
+  got = [next(cached) for _ in range(batches)]
+  for g, w in zip(got, want):
+    for k in w:
+      np.testing.assert_array_equal(g[k], w[k])
+  assert counting.reads == n  # each record read once, across both epochs
+  assert pre.kinds['image']._decoded.cache_info().hits > 0  # pylint: disable=protected-access

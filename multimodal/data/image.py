@@ -40,6 +40,13 @@ def _from_pixels(pixels: np.ndarray) -> Image.Image:
   return Image.fromarray(pixels)
 
 
+def resize(img: Image.Image, size: int) -> Image.Image:
+  """`img` at size x size (bilinear); itself when already that size."""
+  if img.size == (size, size):
+    return img
+  return img.resize((size, size), Image.BILINEAR)
+
+
 def to_array(img: Image.Image, size: int, *, rng: np.random.Generator | None
              = None, max_shift: float = 0.0, max_scale: float = 0.0,
              max_rotate: float = 0.0) -> np.ndarray:
@@ -49,7 +56,7 @@ def to_array(img: Image.Image, size: int, *, rng: np.random.Generator | None
   `max_rotate` degrees, zoom up to +-`max_scale` (fraction) and shifts up to
   `max_shift` (fraction of the side). Returns float32 [size, size, C].
   """
-  img = img.resize((size, size), Image.BILINEAR)
+  img = resize(img, size)
   if rng is not None and (max_shift or max_scale or max_rotate):
     angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate))
     scale = 1.0 + rng.uniform(-max_scale, max_scale)

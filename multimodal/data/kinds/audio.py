@@ -31,7 +31,10 @@ class AudioField(FieldKind):
     else:
       raise ValueError(f'config.input.audio_front_end={front_end!r}: use one '
                        f'of {audio_lib.FRONT_ENDS}.')
-    self.augment = input_cfg.get('audio_augment') if train else None
+    augment = input_cfg.get('audio_augment') if train else None
+    # A plain dict: ConfigDict lookups per example cost more than the
+    # augmentation.
+    self.augment = dict(augment.items()) if augment else None
     # Decoding and the FFT dominate the pipeline's cost, so each clip's
     # features are computed once (cached) and random placement in time is a
     # whole-frame shift of them, which is exact (see audio_lib.shift_frames).

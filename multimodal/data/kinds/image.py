@@ -1,7 +1,15 @@
 """The 'image' field kind: encoded bytes or uint8 pixels -> float32
 [S, S, C] in [-1, 1] (config.input.image_size, image_channels), with the
-random affine jitter of config.input.augment in training."""
+random affine jitter of config.input.augment in training.
+
+config.input.image_cache_size > 0 keeps that many decoded, resized images
+in memory (keyed by their encoded bytes), so that each later epoch pays
+only for the jitter: for small datasets, where decoding is most of the
+pipeline's cost (the digits demo).
+"""
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -25,7 +33,22 @@ class ImageField(FieldKind):
       raise ValueError(f'config.input.image_channels must be 1 or 3, got '
                        f'{channels!r}.')
     self.size, self.channels = size, channels
-    self.augment = input_cfg.get('augment') if train else None
+    augment = input_cfg.get('augment') if train else None
+    # Plain floats: ConfigDict lookups cost more than the jitter itself.
+    self.jitter = {k: float(augment.get(k) or 0.0) for k in
+                   ('max_shift', 'max_scale', 'max_rotate')} if augment else {}
+    self._decoded = self._decode
+    if input_cfg.get('image_cache_size'):
+      self._decoded = functools.lru_cache(
+          maxsize=input_cfg.image_cache_size)(self._decode)
+
+  def _decode(self, value):
+    """Pillow image of `value` at size x size."""
+    try:
+      img = image_lib.decode_image(value, self.channels)
+    except image_lib.ImageDecodeError as e:
+      raise DataError('bad_image', str(e)) from e
+    return image_lib.resize(img, self.size)
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     if isinstance(value, str):
@@ -33,16 +56,12 @@ class ImageField(FieldKind):
       raise ValueError(f'The image value is a string ({value[:60]!r}), '
                        'not encoded bytes: if it is a file path, list its key '
                        'in config.dataset.path_keys.')
-    try:
-      img = image_lib.decode_image(value, self.channels)
-    except image_lib.ImageDecodeError as e:
-      raise DataError('bad_image', str(e)) from e
-    aug = self.augment
-    if aug:
-      return image_lib.to_array(img, self.size, rng=rng,
-                                max_shift=aug.max_shift,
-                                max_scale=aug.max_scale,
-                                max_rotate=aug.max_rotate)
+    if isinstance(value, np.ndarray):  # decoded pixels: not hashable
+      img = self._decode(value)
+    else:
+      img = self._decoded(value)
+    if self.jitter:
+      return image_lib.to_array(img, self.size, rng=rng, **self.jitter)
     return image_lib.to_array(img, self.size)
 
   def example_shape(self):
