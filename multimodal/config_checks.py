@@ -320,6 +320,13 @@ def _input(config) -> list[str]:
   if on_error not in pipeline.ON_ERROR:
     out.append(problem('input.on_error', on_error,
                        f'must be one of {pipeline.ON_ERROR}'))
+  workers = _get(config, 'input.num_workers', 0)
+  if on_error == 'skip' and _is_int(workers) and workers > 0:
+    out.append(problem('input.num_workers', workers,
+                       "with input.on_error='skip' must be 0: skipped "
+                       "records are counted in the trainer's process, and "
+                       "worker processes' counts would be lost (use reader "
+                       'threads, input.num_threads)'))
   out += _number_in(config, 'input.max_skip_fraction', 0.0, 1.0,
                     'the largest share of records that may be skipped')
   out += _int_at_least(config, 'input.validate_records', -1,

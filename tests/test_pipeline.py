@@ -160,3 +160,19 @@ def test_record_and_image_caches_change_nothing_but_reads(tiny_config):
       np.testing.assert_array_equal(g[k], w[k])
   assert counting.reads == n  # each record read once, across both epochs
   assert pre.kinds['image']._decoded.cache_info().hits > 0  # pylint: disable=protected-access
+
+
+def test_worker_processes_give_the_same_batches(tiny_config):
+  """config.input.num_workers > 0 (grain's worker processes receive the
+  preprocessing pickled, with its caches and skip counter): the batches of
+  the in-process pipeline, in order."""
+  tiny_config.input.cache_raw = True
+  tiny_config.input.image_cache_size = 1000
+  want_it, _, _ = _iter(tiny_config, 'validation')
+  want = [next(want_it) for _ in range(3)]
+  tiny_config.input.num_workers = 2
+  got_it, _, _ = _iter(tiny_config, 'validation')
+  for w in want:
+    g = next(got_it)
+    for k in w:
+      np.testing.assert_array_equal(g[k], w[k])

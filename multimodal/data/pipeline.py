@@ -91,6 +91,18 @@ class SkipCounter(ReasonCounts):
   seen: int = 0
   lock: threading.Lock = dataclasses.field(default_factory=threading.Lock)
 
+  def __getstate__(self):
+    # Grain's worker processes (config.input.num_workers) receive the
+    # preprocessing pickled; a lock does not pickle, and each copy counts
+    # on its own (config_checks refuses on_error='skip' with workers, whose
+    # counts would not reach the trainer's metrics).
+    state = dict(self.__dict__)
+    del state['lock']
+    return state
+
+  def __setstate__(self, state):
+    self.__dict__.update(state, lock=threading.Lock())
+
   def add_seen(self):
     with self.lock:
       self.seen += 1

@@ -21,14 +21,15 @@ a field ending in '_refs' (every reference text of a record), else 'text'.
 """
 from __future__ import annotations
 
-from typing import Any
+import functools
+from typing import Any, Callable
 
 import numpy as np
 
 from multimodal import registry
 from multimodal.data.errors import DataError
 
-__all__ = ['DataError', 'FieldKind', 'kind_of']
+__all__ = ['DataError', 'FieldKind', 'MemoCache', 'kind_of']
 
 
 class FieldKind:
@@ -62,6 +63,29 @@ class FieldKind:
     (multimodal/config_checks.py) traces the training loss on batches of
     these shapes, and skips that when a kind returns None."""
     return None
+
+
+class MemoCache:
+  """functools.lru_cache of `fn` (a kind's decoding of one value) that
+  pickles without its entries: grain's worker processes
+  (config.input.num_workers) receive the preprocessing pickled, and each
+  fills its own cache."""
+
+  def __init__(self, fn: Callable[[Any], Any], maxsize: int):
+    self.fn, self.maxsize = fn, maxsize
+    self._cached = functools.lru_cache(maxsize=maxsize)(fn)
+
+  def __call__(self, value):
+    return self._cached(value)
+
+  def cache_info(self):
+    return self._cached.cache_info()
+
+  def __getstate__(self):
+    return {'fn': self.fn, 'maxsize': self.maxsize}
+
+  def __setstate__(self, state):
+    self.__init__(state['fn'], state['maxsize'])
 
 
 def kind_of(field: str, input_cfg) -> str:

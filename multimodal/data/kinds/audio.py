@@ -6,7 +6,6 @@ evaluation."""
 from __future__ import annotations
 
 import dataclasses
-import functools
 
 import numpy as np
 
@@ -14,6 +13,7 @@ from multimodal import registry
 from multimodal.data import audio as audio_lib
 from multimodal.data.kinds import DataError
 from multimodal.data.kinds import FieldKind
+from multimodal.data.kinds import MemoCache
 
 
 @registry.register('field', 'audio')
@@ -40,8 +40,7 @@ class AudioField(FieldKind):
     # whole-frame shift of them, which is exact (see audio_lib.shift_frames).
     self._cached = self._features
     if input_cfg.get('audio_cache_size'):
-      self._cached = functools.lru_cache(
-          maxsize=input_cfg.audio_cache_size)(self._features)
+      self._cached = MemoCache(self._features, input_cfg.audio_cache_size)
 
   def _features(self, data):
     try:

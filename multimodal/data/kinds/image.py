@@ -9,14 +9,13 @@ pipeline's cost (the digits demo).
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 
 from multimodal import registry
 from multimodal.data import image as image_lib
 from multimodal.data.kinds import DataError
 from multimodal.data.kinds import FieldKind
+from multimodal.data.kinds import MemoCache
 
 
 @registry.register('field', 'image')
@@ -39,8 +38,7 @@ class ImageField(FieldKind):
                    ('max_shift', 'max_scale', 'max_rotate')} if augment else {}
     self._decoded = self._decode
     if input_cfg.get('image_cache_size'):
-      self._decoded = functools.lru_cache(
-          maxsize=input_cfg.image_cache_size)(self._decode)
+      self._decoded = MemoCache(self._decode, input_cfg.image_cache_size)
 
   def _decode(self, value):
     """Pillow image of `value` at size x size."""
