@@ -106,3 +106,42 @@ def test_bfloat16_model_layers_use_it():
       lambda q: loss(nnx.merge(graphdef, q), a))(p), params, x)
   assert len(dots) >= 6, dots  # 2 layers x (forward, dx, dw)
   assert all(d == (('bfloat16', 'bfloat16'), 'float32') for d in dots), dots
+
+
+@pytest.mark.parametrize('dtype', [jnp.float32, jnp.bfloat16])
+def test_dense_layers_match_flax_and_keep_a_float32_bias_gradient(dtype):
+  """Dense / DenseGeneral: nnx.Linear / nnx.LinearGeneral's parameters and
+  outputs; the bias gradient is the cotangent's sum in the bias's dtype."""
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.randn(3, 5, 2, 8), jnp.float32)
+  pairs = [
+      (matmul.Dense(8, 6, dtype=dtype, rngs=nnx.Rngs(1)),
+       nnx.Linear(8, 6, dtype=dtype, rngs=nnx.Rngs(1))),
+      (matmul.DenseGeneral((2, 8), 6, axis=(-2, -1), dtype=dtype,
+                           rngs=nnx.Rngs(2)),
+       nnx.LinearGeneral((2, 8), 6, axis=(-2, -1), dtype=dtype,
+                         rngs=nnx.Rngs(2))),
+      (matmul.DenseGeneral(8, (2, 4), dtype=dtype, rngs=nnx.Rngs(3)),
+       nnx.LinearGeneral(8, (2, 4), dtype=dtype, rngs=nnx.Rngs(3))),
+  ]
+  for ours, flax_layer in pairs:
+    for layer in (ours, flax_layer):
+      layer.bias.set_value(jnp.asarray(rng.randn(*layer.bias.shape),
+                                       jnp.float32))
+    flax_layer.bias.set_value(ours.bias.get_value())
+    flax_layer.kernel.set_value(ours.kernel.get_value())
+    y, want = ours(x), flax_layer(x)
+    assert y.dtype == want.dtype == dtype and y.shape == want.shape
+    tol = 1e-6 if dtype == jnp.float32 else 2 ** -7
+    np.testing.assert_allclose(np.asarray(y, np.float32),
+                               np.asarray(want, np.float32), rtol=tol,
+                               atol=tol)
+    cot = jnp.asarray(rng.randn(*y.shape), jnp.float32)
+    bias_grad = jax.grad(lambda b, shape=y.shape: jnp.sum(matmul.add_bias(
+        jnp.zeros(shape, dtype), b).astype(jnp.float32) * cot))(
+            ours.bias.get_value())
+    assert bias_grad.dtype == jnp.float32
+    lead = tuple(range(cot.ndim - ours.bias.ndim))
+    np.testing.assert_allclose(
+        bias_grad, np.asarray(cot.astype(dtype), np.float32).sum(lead),
+        rtol=1e-5, atol=1e-5)

@@ -40,22 +40,20 @@ class MultiHeadAttention(nnx.Module):
     self.attention_impl = attention_impl
 
     def qkv():
-      return nnx.LinearGeneral(
+      return matmul.DenseGeneral(
           in_features, (num_heads, head_dim), use_bias=use_bias, dtype=dtype,
           param_dtype=param_dtype, rngs=rngs,
           kernel_metadata=axes('embed', 'heads', 'kv'),
-          bias_metadata=axes('heads', 'kv'),
-          dot_general=matmul.dot_general)
+          bias_metadata=axes('heads', 'kv'))
 
     self.query = qkv()
     self.key = qkv()
     self.value = qkv()
-    self.out = nnx.LinearGeneral(
+    self.out = matmul.DenseGeneral(
         (num_heads, head_dim), in_features, axis=(-2, -1), use_bias=use_bias,
         dtype=dtype, param_dtype=param_dtype, rngs=rngs,
         kernel_metadata=axes('heads', 'kv', 'embed'),
-        bias_metadata=axes('embed'),
-        dot_general=matmul.dot_general)
+        bias_metadata=axes('embed'))
 
   def __call__(self, x: jax.Array, context: jax.Array | None = None,
                mask: jax.Array | None = None) -> jax.Array:

@@ -121,12 +121,11 @@ class ContrastiveModel(nnx.Module):
                            f'({embed_dim}).')
         self.heads[name] = Identity()
         continue
-      self.heads[name] = nnx.Linear(
+      self.heads[name] = matmul.Dense(
           width, embed_dim, use_bias=kind == 'linear_bias',
           dtype=dtype or jnp.float32, param_dtype=param_dtype or jnp.float32,
           rngs=rngs,
-          kernel_metadata=axes('embed', 'proj'), bias_metadata=axes('proj'),
-          dot_general=matmul.dot_general)
+          kernel_metadata=axes('embed', 'proj'), bias_metadata=axes('proj'))
 
     num_pairs = len(self.pairs)
     pdt = param_dtype or jnp.float32

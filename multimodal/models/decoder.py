@@ -235,10 +235,9 @@ class TextDecoder(nnx.Module):
     if tie_embeddings:
       self.head = None
     else:
-      self.head = nnx.Linear(width, vocab_size, **kw,
+      self.head = matmul.Dense(width, vocab_size, **kw,
                              kernel_metadata=axes('embed', 'vocab'),
-                             bias_metadata=axes('vocab'),
-                             dot_general=matmul.dot_general)
+                             bias_metadata=axes('vocab'))
 
   def _embed(self, tokens: jax.Array, position) -> jax.Array:
     table = self.posemb.embedding[...]

@@ -86,11 +86,10 @@ class EncoderDecoder(nnx.Module):
       self.towers[name] = build_model(
           with_defaults(cfg, dtype=dtype, param_dtype=param_dtype),
           rngs=rngs, kind='encoder')
-      self.proj[name] = nnx.Linear(
+      self.proj[name] = matmul.Dense(
           self.towers[name].width, width, dtype=dt, param_dtype=pdt,
           rngs=rngs, kernel_metadata=axes('media', 'embed'),
-          bias_metadata=axes('embed'),
-          dot_general=matmul.dot_general)
+          bias_metadata=axes('embed'))
     # Tells the decoder (and fusion) which modality a token came from.
     self.modality_embed = param(rngs, nnx.initializers.normal(0.02),
                                 (len(towers), width), (None, 'embed'), pdt)

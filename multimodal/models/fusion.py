@@ -56,10 +56,9 @@ def media_projection(media_width: int | None, width: int, *, dtype,
   """Linear [media_width, width] ('media', 'embed'), or None if not needed."""
   if media_width is None or media_width == width:
     return None
-  return nnx.Linear(media_width, width, dtype=dtype, param_dtype=param_dtype,
+  return matmul.Dense(media_width, width, dtype=dtype, param_dtype=param_dtype,
                     rngs=rngs, kernel_metadata=axes('media', 'embed'),
-                    bias_metadata=axes('embed'),
-                    dot_general=matmul.dot_general)
+                    bias_metadata=axes('embed'))
 
 
 def key_mask(valid: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -1,8 +1,11 @@
-"""The dense layers' dot_general: low-precision inputs, float32 accumulation.
+"""The models' dense layers: low-precision inputs, float32 accumulation.
 
-Every nnx.Linear / nnx.LinearGeneral of the models passes `dot_general=`
-this function. For float32 (or mixed-dtype) operands it is lax.dot_general
-itself, so float32 models compile to the same program. For bfloat16 or
+`Dense` and `DenseGeneral` are nnx.Linear and nnx.LinearGeneral (the same
+parameters, paths and metadata) whose products go through `dot_general`
+below and whose bias is added by `add_bias`; every dense layer of the
+models is one of them. For float32 (or mixed-dtype) operands `dot_general`
+is lax.dot_general itself, so float32 products compile as before. For
+bfloat16 or
 float16 operands (a model with `dtype='bfloat16'`) each product, in the
 forward pass and in both products of its backward pass, takes the
 low-precision operands and accumulates in float32
@@ -30,6 +33,7 @@ import functools
 
 import jax
 import jax.numpy as jnp
+from flax import nnx
 from jax import lax
 
 _LOW_PRECISION = (jnp.dtype(jnp.bfloat16), jnp.dtype(jnp.float16))
@@ -85,3 +89,73 @@ def _dense_bwd(k, residuals, g):
 
 
 _dense.defvjp(_dense_fwd, _dense_bwd)
+
+
+@jax.custom_vjp
+def add_bias(y: jax.Array, bias: jax.Array) -> jax.Array:
+  """y [..., *F] + bias [*F] (cast to y's dtype).
+
+  The bias gradient, the sum of y's cotangent over its leading axes, is
+  taken over one flattened axis with float32 accumulation and returned in
+  the bias's own dtype (float32 parameters keep a float32 gradient): XLA
+  CPU turns the transposed broadcast of a bfloat16 add into a float32 copy
+  of the cotangent and a reduce-window, a third of a bfloat16 MLP block's
+  backward time (benchmarks/README.md).
+  """
+  return y + bias.astype(y.dtype)
+
+
+def _add_bias_fwd(y, bias):
+  return add_bias(y, bias), bias  # kept for its shape and dtype only
+
+
+def _add_bias_bwd(bias, g):
+  rows = g.reshape(-1, *bias.shape)
+  return g, jnp.sum(rows, axis=0, dtype=jnp.float32).astype(bias.dtype)
+
+
+add_bias.defvjp(_add_bias_fwd, _add_bias_bwd)
+
+
+class Dense(nnx.Linear):
+  """nnx.Linear with this module's dot_general and add_bias.
+
+  inputs [..., in_features] -> [..., out_features] in `dtype`.
+  """
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault('dot_general', dot_general)
+    super().__init__(*args, **kwargs)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    bias = self.bias[...] if self.bias is not None else None
+    inputs, kernel = self.promote_dtype((inputs, self.kernel[...]),
+                                        dtype=self.dtype)
+    y = self.dot_general(inputs, kernel, (((inputs.ndim - 1,), (0,)),
+                                          ((), ())),
+                         precision=self.precision, out_sharding=out_sharding)
+    return y if bias is None else add_bias(y, bias)
+
+
+class DenseGeneral(nnx.LinearGeneral):
+  """nnx.LinearGeneral with this module's dot_general and add_bias, for
+  the layout the models use: the trailing len(in_features) axes of the
+  inputs contracted, no batch axes (any other layout: LinearGeneral's own
+  computation). inputs [..., *in_features] -> [..., *out_features]."""
+
+  def __init__(self, *args, **kwargs):
+    kwargs.setdefault('dot_general', dot_general)
+    super().__init__(*args, **kwargs)
+
+  def __call__(self, inputs: jax.Array, out_sharding=None) -> jax.Array:
+    n = len(self.in_features)
+    axes = tuple(a % inputs.ndim for a in self.axis)
+    if self.batch_axis or axes != tuple(range(inputs.ndim - n, inputs.ndim)):
+      return super().__call__(inputs, out_sharding=out_sharding)
+    bias = self.bias[...] if self.bias is not None else None
+    inputs, kernel = self.promote_dtype((inputs, self.kernel[...]),
+                                        dtype=self.dtype)
+    y = self.dot_general(
+        inputs, kernel, ((axes, tuple(range(n))), ((), ())),
+        precision=self.precision, out_sharding=out_sharding)
+    return y if bias is None else add_bias(y, bias)

@@ -103,11 +103,10 @@ class PatchTransformer(nnx.Module):
       self.embed = Conv1dStem(input_size[1] * channels, width,
                               activation=encoder.activation, **kw)
     else:
-      self.embed = nnx.Linear(
+      self.embed = matmul.Dense(
           patch_size[0] * patch_size[1] * channels, width, **kw,
           use_bias=patch_bias, kernel_init=nnx.initializers.lecun_normal(),
-          kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'),
-          dot_general=matmul.dot_general)
+          kernel_metadata=axes('patch', 'embed'), bias_metadata=axes('embed'))
     if posemb == 'learned':
       self.posemb = posemb_lib.LearnedPosEmb(num_patches + int(posemb_cls),
                                              width,

@@ -54,17 +54,15 @@ class Mlp(nnx.Module):
                dropout_rate: float = 0.0, dtype=jnp.float32,
                param_dtype=jnp.float32, rngs: nnx.Rngs):
     self.act = get_activation(activation)
-    self.fc1 = nnx.Linear(width, hidden, dtype=dtype, param_dtype=param_dtype,
+    self.fc1 = matmul.Dense(width, hidden, dtype=dtype, param_dtype=param_dtype,
                           kernel_init=nnx.initializers.xavier_uniform(),
                           rngs=rngs, kernel_metadata=axes('embed', 'mlp'),
-                          bias_metadata=axes('mlp'),
-                          dot_general=matmul.dot_general)
+                          bias_metadata=axes('mlp'))
     self.drop = make_dropout(dropout_rate, rngs)
-    self.fc2 = nnx.Linear(hidden, width, dtype=dtype, param_dtype=param_dtype,
+    self.fc2 = matmul.Dense(hidden, width, dtype=dtype, param_dtype=param_dtype,
                           kernel_init=nnx.initializers.xavier_uniform(),
                           rngs=rngs, kernel_metadata=axes('mlp', 'embed'),
-                          bias_metadata=axes('embed'),
-                          dot_general=matmul.dot_general)
+                          bias_metadata=axes('embed'))
 
   def __call__(self, x: jax.Array, *, deterministic: bool = True) -> jax.Array:
     """[..., D] -> [..., D] in the compute dtype."""
