@@ -11,7 +11,7 @@ A clip value is one of
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def reorder(frames: list, order: str, rng: np.random.Generator) -> list:
   return frames
 
 
-def clip_frames(value) -> tuple[int, callable]:
+def clip_frames(value) -> tuple[int, Callable[[int], Any]]:
   """(number of frames, frame(i) -> encoded bytes or uint8 pixels).
 
   Only the frames asked for are decoded (a list of encoded frames); an
