@@ -278,3 +278,35 @@ def test_video_tasks_pass_the_config_check(tmp_path, task):
   config.model.towers.video.num_frames = 6
   with pytest.raises(config_checks.ConfigError, match='Expected clips'):
     config_checks.check(config)
+
+
+# ------------------------------------------------------- the predictor ---
+
+def test_predictor_embeds_videos_given_as_files_dirs_and_arrays(tmp_path):
+  from multimodal import inputs  # pylint: disable=g-import-not-at-top
+  from multimodal import pretrained  # pylint: disable=g-import-not-at-top
+  from multimodal.testing import exports  # pylint: disable=g-import-not-at-top
+  out = exports.untrained_export(_video_config(tmp_path),
+                                 str(tmp_path / 'export'))
+  predictor = pretrained.load_pretrained(out).predictor()
+  assert 'video' in predictor.modalities
+  clip = np.load(io.BytesIO(datasets.video_caption_records(1, 5, 6, 16)[0][
+      'video']))  # [6, 16, 16, 3] uint8
+  frames = tmp_path / 'frames'
+  frames.mkdir()
+  for i, frame in enumerate(clip):  # PNG files, read in name order
+    Image.fromarray(frame).save(frames / f'{i:03d}.png')
+  np.save(tmp_path / 'clip.npy', clip)
+  given = [str(frames), str(tmp_path / 'clip.npy'), clip, clip / 255.0,
+           [Image.fromarray(f) for f in clip]]
+  emb = predictor.embed(videos=given, texts=['a red square moving left'])
+  assert emb['video'].shape == (5, 32) and emb['text'].shape == (1, 32)
+  np.testing.assert_allclose(emb['video'], emb['video'][:1].repeat(5, 0),
+                             atol=1e-5)
+  result = predictor.zero_shot(['left', 'right'], ('a square moving {}',),
+                               videos=given[:2])
+  assert len(result.labels) == 2
+  with pytest.raises(inputs.InputError, match='no frame images'):
+    predictor.embed(videos=[str(tmp_path / 'export' / 'params')])
+  with pytest.raises(inputs.InputError, match=r'\[T, H, W\]'):
+    predictor.embed(videos=[clip[0, :, :, 0]])
