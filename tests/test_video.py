@@ -21,6 +21,8 @@ from multimodal.data.kinds import DataError
 from multimodal.models import build_model
 from multimodal.testing import datasets
 
+pytestmark = pytest.mark.usefixtures('fast_compiles')
+
 
 def _kind(train_mode=False, **input_cfg):
   cfg = dict(image_size=8, image_channels=1, video_frames=4)
