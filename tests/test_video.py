@@ -58,7 +58,9 @@ def test_kind_reads_every_form_of_clip_alike():
   forms = [clip[..., None],                      # [T, H, W, 1]
            [_png(f) for f in clip],              # encoded frames
            list(clip),                           # uint8 frames
-           video_lib.save_npy(clip)]             # .npy bytes
+           video_lib.save_npy(clip),             # .npy bytes
+           np.array([_png(f) for f in clip], object),  # as tfds reads lists
+           np.array([_png(f) for f in clip])]    # fixed-width bytes
   for form in forms:
     np.testing.assert_array_equal(kind(form, rng), want)
   rgb = _kind(video_channels=3, video_size=4)(np.repeat(clip[..., None], 3,

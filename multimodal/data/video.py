@@ -67,6 +67,8 @@ def clip_frames(value) -> tuple[int, Callable[[int], Any]]:
         raise VideoDecodeError(f'Could not read .npy bytes ({e}).') from e
     else:
       value = decode_video(value)
+  if isinstance(value, np.ndarray) and value.dtype.kind == 'S':
+    value = [bytes(v) for v in value]  # fixed-width bytes: encoded frames
   if isinstance(value, np.ndarray) and value.dtype != object:
     if value.dtype != np.uint8 or value.ndim not in (3, 4) or (
         value.ndim == 4 and value.shape[3] not in (1, 3)):
