@@ -136,8 +136,8 @@ def main(argv=None):
   cfg = tts.log_mel
   clips = test_clips()
   digits = [r['digit'] for r in clips]
-  results = {'tts': os.path.abspath(args.tts),
-             'recognizer': os.path.abspath(args.recognizer),
+  results = {'tts': args.tts,
+             'recognizer': args.recognizer,
              'prompts': list(PROMPTS), 'iterations': args.iterations}
   results['real'] = accuracy(rec, digits, audio=[
       (r['wave'], cfg.sample_rate) for r in clips])

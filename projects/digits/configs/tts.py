@@ -16,8 +16,14 @@ Variants (``--config projects/digits/configs/tts.py:VARIANT``):
   (none)  the default below.
   tiny    a few steps of a tiny model, for tests and smoke runs.
 
-Intelligibility is measured by recognition (projects/digits/speak_eval.py;
-README "Speaking"): see the README for the figures and commands.
+Measured once (2 CPU cores shared with 6 other jobs): 1,000 steps took 64
+minutes (13-31 examples/s); the run was stopped there for time, so the
+export is `--step 1000` of this 1,500-step schedule (learning rate not yet
+decayed). Test split (360 records; voices never heard in training), model
+of 1.30M parameters: log-mel L1 0.259 (0.237 at step 500), length error
+9.3 frames. Intelligibility by recognition (projects/digits/speak_eval.py;
+README "Speaking: text to speech"): see the README for the figures and
+commands.
 """
 import ml_collections as mlc
 
