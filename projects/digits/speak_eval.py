@@ -25,7 +25,7 @@ Griffin-Lim, then the recogniser's own front end); `*_mel` rows feed the
 generated log-mel to the recogniser directly (centred in the window as the
 front end centres clips), which skips the vocoder. Writes OUT/results.json,
 OUT/*.wav (the canonical words) and OUT/spectrograms_*.png (real vs
-generated log-mel).
+generated log-mel; matplotlib, in the test and filter extras).
 """
 from __future__ import annotations
 
