@@ -14,9 +14,9 @@ Why non-autoregressive, with a stop target rather than durations: the clips
 it learns from (one word each) fit the front end's fixed window of T
 frames, so the decoder predicts the whole window in one pass, the text
 alignment is learnt by the frame queries' cross-attention, and the length
-is read from the stop logits. One pass trains and generates in a fraction of
-an autoregressive decoder's time (no teacher forcing, no exposure bias, no
-per-frame loop), and it needs no phoneme durations, which the data lacks.
+is read from the stop logits. One pass per batch in training and in
+generation (no teacher forcing, so no exposure bias; no per-frame loop),
+and no phoneme durations, which the data lacks.
 The price: a fixed maximum length (T frames) and, trained with an L1 loss,
 the average of the voices a text allows (see multimodal/tasks/tts.py).
 """
