@@ -135,7 +135,8 @@ def _unknown_arguments(unknown: Mapping, allowed: Sequence[str]):
 
 
 class Predictor:
-  """Embeddings, zero-shot labels, captions and answers from one model.
+  """Embeddings, zero-shot labels, captions, answers or speech from one
+  model.
 
   Args:
     pretrained: a multimodal.pretrained.Pretrained (load_pretrained()).
