@@ -12,6 +12,8 @@
   v = multimodal.load_pretrained('exports/vqa_digits').predictor()
   v.answer(['what number is spoken?'], images=[img], audio=[(wave, 8000)])
   # a model with a video tower: videos=['clip_frames/', 'clip.npy', ...]
+  s = multimodal.load_pretrained('exports/tts_digits').predictor()
+  wave = s.speak('the word seven')   # float32 [N] at s.sample_rate (16 kHz)
 
 Everything is keyed by modality ('image', 'video', 'audio', 'text'), never
 by the dataset's field names: the model's fields are found through
@@ -40,6 +42,8 @@ import numpy as np
 
 from multimodal import buckets as buckets_lib
 from multimodal import inputs as inputs_lib
+from multimodal.data import audio as audio_lib
+from multimodal.data import griffin_lim
 from multimodal.evaluators import zeroshot as zeroshot_lib
 from multimodal.inputs import InputError
 from multimodal.models import generate
@@ -48,10 +52,11 @@ from multimodal.tasks import text_generation
 DEFAULT_BUCKETS = (1, 4, 16, 64)
 METHODS = ('greedy', 'sample', 'beam')
 # Generation tasks, and the method that answers for each.
-TASK_METHODS = {'captioning': 'caption', 'vqa': 'answer'}
+TASK_METHODS = {'captioning': 'caption', 'vqa': 'answer', 'tts': 'speak'}
 _PROTOTYPE_CACHE = 64
 _NEEDS = {'embed': 'a contrastive', 'zero_shot': 'a contrastive',
-          'caption': 'a captioning', 'answer': 'a VQA'}
+          'caption': 'a captioning', 'answer': 'a VQA',
+          'speak': 'a text-to-speech (tts)'}
 
 
 @dataclasses.dataclass
@@ -132,7 +137,8 @@ def _unknown_arguments(unknown: Mapping, allowed: Sequence[str]):
 
 
 class Predictor:
-  """Embeddings, zero-shot labels, captions and answers from one model.
+  """Embeddings, zero-shot labels, captions, answers or speech from one
+  model.
 
   Args:
     pretrained: a multimodal.pretrained.Pretrained (load_pretrained()).
@@ -179,9 +185,10 @@ class Predictor:
   @property
   def modalities(self) -> tuple[str, ...]:
     """Modalities the model reads (media towers; plus 'text' for a
-    contrastive model's text tower and a decoder's prompts)."""
+    contrastive model's text tower, a decoder's prompts and what a tts
+    model says)."""
     out = list(self.fields)
-    if self.generative and 'text' not in out:
+    if (self.generative or self.task == 'tts') and 'text' not in out:
       out.append('text')
     return tuple(out)
 
@@ -193,12 +200,17 @@ class Predictor:
            'task': self.task, 'modalities': list(self.modalities),
            'parameters': params, 'buckets': list(self.buckets),
            'endpoints': self.endpoints()}
-    if not self.generative:
+    if 'embed' in out['endpoints']:
       out['embed_dim'] = self.model_config.get('embed_dim')
+    if 'speak' in out['endpoints']:
+      out['sample_rate'] = self.sample_rate
     return out
 
   def endpoints(self) -> list[str]:
-    """Which of embed, zero_shot, caption, answer this export serves."""
+    """Which of embed, zero_shot, caption, answer, speak this export
+    serves."""
+    if self.task == 'tts':
+      return ['speak']
     if not self.generative:
       return ['embed', 'zero_shot']
     method = TASK_METHODS.get(self.task)
@@ -206,7 +218,7 @@ class Predictor:
 
   def require(self, endpoint: str) -> None:
     """InputError (reason 'unsupported') unless this export serves
-    `endpoint` (embed, zero_shot, caption, answer)."""
+    `endpoint` (embed, zero_shot, caption, answer, speak)."""
     if endpoint not in self.endpoints():
       raise InputError(
           'unsupported', f'{endpoint}() needs {_NEEDS[endpoint]} export; '
@@ -565,3 +577,64 @@ class Predictor:
       raise InputError('bad_value', f'{len(prompt)} questions for {n} '
                        'examples of media: give one question per example.')
     return self.generate_arrays(media, present, prompt, decoding).texts
+
+  # ----------------------------------------------------------- speech ---
+
+  @property
+  def log_mel(self) -> audio_lib.LogMelConfig:
+    """The front end of the tts model's targets (what Griffin-Lim inverts):
+    the mel settings of the field kind of config.tts.audio."""
+    self.require('speak')
+    field = (self.config.get('tts') or {}).get('audio', 'audio')
+    return self.inputs.kind(inputs_lib.kind_of(field, self.config.input)).mel
+
+  @property
+  def sample_rate(self) -> int:
+    """Hz of speak()'s waveforms."""
+    return self.log_mel.sample_rate
+
+  def synthesize_arrays(self, ids: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Token ids int32 [N, L] (preprocessed texts) -> (log-mel float32
+    [N, T, F] in the front end's scaling, silence after each end; lengths
+    int32 [N] in frames), from the model's `synthesize`."""
+    self.require('speak')
+    ids = np.asarray(ids, np.int32)
+    if ids.ndim != 2 or not len(ids):
+      raise InputError('bad_value', f'ids must be int [N, L] with N >= 1, '
+                       f'got shape {ids.shape}.')
+    fn = self._jit(('speak',), 'speak', lambda state, ids: nnx.merge(
+        self._graphdef, state).synthesize(ids))
+    mel, lengths = buckets_lib.run(lambda ids, chunk: fn(self._state, ids),
+                                   (ids,), self.buckets)
+    return mel.astype(np.float32), lengths.astype(np.int32)
+
+  def waveforms(self, mel: np.ndarray, lengths: np.ndarray, *,
+                iterations: int = 64) -> list[np.ndarray]:
+    """Log-mel [N, T, F] and lengths [N] (synthesize_arrays) -> N float32
+    waveforms at `sample_rate`, by Griffin-Lim (multimodal/data/
+    griffin_lim.py, `iterations` steps), each cut after its last frame:
+    (length - 1) * hop + window samples."""
+    if not 1 <= int(iterations) <= 1000:
+      raise InputError('bad_option', f'iterations must be in 1..1000, got '
+                       f'{iterations}.')
+    cfg = self.log_mel
+    out = []
+    for features, n in zip(mel, lengths):
+      wave = griffin_lim.features_to_wave(features, cfg,
+                                          iterations=int(iterations))
+      out.append(wave[:(max(int(n), 1) - 1) * cfg.hop + cfg.window])
+    return out
+
+  def speak(self, text, *, iterations: int = 64):
+    """Speech of `text`: float32 [samples] at `sample_rate` (16 kHz for the
+    built-in front end), in [-1, 1]; a list of texts gives a list of them.
+    The text is read as the model was trained (a caption, e.g. 'the word
+    seven' or 'seven, spoken slowly in a low voice by female1');
+    `iterations`: Griffin-Lim steps (more: cleaner phase, slower)."""
+    self.require('speak')
+    single = isinstance(text, (str, bytes))
+    ids, _ = self.inputs.batch('text', [text] if single else text)
+    mel, lengths = self.synthesize_arrays(ids)
+    waves = self.waveforms(mel, lengths, iterations=iterations)
+    return waves[0] if single else waves

@@ -6,7 +6,8 @@ r"""Serve a trained model over HTTP, with dynamic batching.
 
 --pretrained is an export, a training workdir or a checkpoint step (what
 multimodal.load_pretrained reads). A contrastive export serves /embed and
-/zero_shot, a captioning export /caption, a VQA export /answer; every
+/zero_shot, a captioning export /caption, a VQA export /answer, a tts
+export /speak; every
 server has /healthz. Endpoints, bodies and errors: multimodal/serving/app.py.
 
 Concurrent requests are grouped by (endpoint, modalities, decoding options)
@@ -59,6 +60,10 @@ def warmup(predictor, max_batch: int) -> None:
     arrays = {m: np.zeros((n,) + tuple(s), d) for m, (s, d) in shapes.items()}
     if 'embed' in predictor.endpoints():
       predictor.embed_arrays(arrays)
+      continue
+    if 'speak' in predictor.endpoints():
+      predictor.synthesize_arrays(predictor.inputs.batch(
+          'text', ['warm up'] * n)[0])
       continue
     decoding = predictor.decoding()
     media = {m: x for m, x in arrays.items() if m != 'text'}

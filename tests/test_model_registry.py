@@ -69,7 +69,7 @@ def test_kinds():
   # Whole models; a tower or decoder alone is one too (e.g. an imported ViT).
   assert registry.names('model') == [
       'audio_transformer', 'contrastive', 'encoder_decoder', 'text_decoder',
-      'text_transformer', 'vit']
+      'text_transformer', 'tts', 'vit']
   assert 'gated_xattn' not in registry.names('fusion')
 
 

@@ -87,5 +87,6 @@ def run(evaluators: dict[str, Evaluator], outputs: dict[str, Any],
 # pylint: disable=g-import-not-at-top,unused-import,wrong-import-position
 from multimodal.evaluators import captioning  # noqa: E402,F401 (registers)
 from multimodal.evaluators import retrieval  # noqa: E402,F401 (registers)
+from multimodal.evaluators import spectrogram  # noqa: E402,F401 (registers)
 from multimodal.evaluators import vqa  # noqa: E402,F401 (registers)
 from multimodal.evaluators import zeroshot  # noqa: E402,F401 (registers)

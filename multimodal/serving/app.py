@@ -7,6 +7,8 @@
   POST /caption    {"images" | "audio" (null entries: missing), "decoding"}
                    -> {"texts", "scores"}
   POST /answer     {"questions", "images", "audio", "decoding"} -> same
+  POST /speak      {"texts": [str], "iterations": int (Griffin-Lim steps)}
+                   -> {"audio": [base64 WAV], "sample_rate", "seconds"}
   GET  /healthz    model info, request / error / batch counters
 
 Inputs are preprocessed in request threads (multimodal/serving/handlers.py)
@@ -189,6 +191,10 @@ def create_app(predictor, *, max_batch: int = 32, max_wait_ms: float = 5.0,
   @app.post('/answer')
   async def answer(req: schemas.AnswerRequest):
     return await serve(handlers.prepare_answer, req)
+
+  @app.post('/speak')
+  async def speak(req: schemas.SpeakRequest):
+    return await serve(handlers.prepare_speak, req)
 
   @app.get('/healthz')
   async def healthz():

@@ -10,15 +10,20 @@ concatenates the payloads of one key, makes one predictor call and splits
 its result back into one JSON-able response per payload.
 
 Keys: ('embed', modalities), ('zero_shot', modality), ('generate',
-modalities, Decoding, prompt width).
+modalities, Decoding, prompt width), ('speak', iterations).
+
+/speak answers WAV files (16-bit PCM, mono, the model's sample rate) as
+base64 strings.
 """
 from __future__ import annotations
 
 import base64
 import binascii
+import io
 from typing import Any, Sequence
 
 import numpy as np
+import soundfile
 
 from multimodal.inputs import InputError
 from multimodal.serving import schemas
@@ -117,6 +122,20 @@ def prepare_answer(predictor, req: schemas.AnswerRequest):
   return _prepare_generation(predictor, req, req.questions)
 
 
+def prepare_speak(predictor, req: schemas.SpeakRequest):
+  predictor.require('speak')
+  ids, _ = predictor.inputs.batch('text', req.texts)
+  return ('speak', req.iterations), ids, len(ids)
+
+
+def wav_bytes(wave: np.ndarray, sample_rate: int) -> bytes:
+  """A WAV file (16-bit PCM, mono) of float samples [N] in [-1, 1]."""
+  buf = io.BytesIO()
+  soundfile.write(buf, np.clip(wave, -1.0, 1.0), sample_rate, format='WAV',
+                  subtype='PCM_16')
+  return buf.getvalue()
+
+
 def _concat(parts: Sequence[dict]) -> dict:
   return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
@@ -155,5 +174,15 @@ def run_batch(predictor, key, payloads: Sequence[Any]) -> list[dict]:
     sizes = [len(p[2]) for p in payloads]
     starts = np.cumsum([0] + sizes)
     return [{'texts': gen.texts[a:b], 'scores': gen.scores[a:b].tolist()}
+            for a, b in zip(starts[:-1], starts[1:])]
+  if kind == 'speak':
+    mel, lengths = predictor.synthesize_arrays(np.concatenate(payloads))
+    waves = predictor.waveforms(mel, lengths, iterations=key[1])
+    rate = predictor.sample_rate
+    wavs = [base64.b64encode(wav_bytes(w, rate)).decode('ascii')
+            for w in waves]
+    starts = np.cumsum([0] + [len(p) for p in payloads])
+    return [{'audio': wavs[a:b], 'sample_rate': rate,
+             'seconds': [round(len(w) / rate, 4) for w in waves[a:b]]}
             for a, b in zip(starts[:-1], starts[1:])]
   raise ValueError(f'Unknown batch key {key!r}.')

@@ -60,3 +60,9 @@ class CaptionRequest(_Strict):
 
 class AnswerRequest(CaptionRequest):
   questions: list[str] = Field(min_length=1)
+
+
+class SpeakRequest(_Strict):
+  """Texts to say; `iterations`: Griffin-Lim steps (default 64)."""
+  texts: list[str] = Field(min_length=1)
+  iterations: int = Field(default=64, ge=1, le=1000)

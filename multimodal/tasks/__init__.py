@@ -20,4 +20,5 @@ provides
 """
 from multimodal.tasks import captioning  # pylint: disable=unused-import
 from multimodal.tasks import contrastive  # pylint: disable=unused-import
+from multimodal.tasks import tts  # pylint: disable=unused-import
 from multimodal.tasks import vqa  # pylint: disable=unused-import

@@ -75,3 +75,26 @@ class AudioField(FieldKind):
       # option existed still match their preprocess.json.
       del settings['front_end']
     return {'log_mel': settings}
+
+
+@registry.register('field', 'audio_target')
+class AudioTargetField(AudioField):
+  """Log-mel float32 [T, F] of a clip as a generation target (text to
+  speech): placed at its onset (`audio_lib.clip_features`: onset
+  `lead_frames` hops in, silence floor after it), never augmented or
+  shifted, in training as in evaluation, so the model learns one placement
+  and its length is where the silence floor starts."""
+
+  def __init__(self, input_cfg, *, train: bool, tokenizer=None):
+    super().__init__(input_cfg, train=train, tokenizer=tokenizer)
+    self.augment = None
+
+  def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
+    del rng  # deterministic
+    if isinstance(value, str):
+      raise ValueError(f'The audio value is a string ({value[:60]!r}), not '
+                       'encoded bytes: if it is a file path, list its key in '
+                       'config.dataset.path_keys.')
+    if isinstance(value, np.ndarray):
+      return self._features(value)[0]
+    return self._cached(value)[0]
