@@ -61,7 +61,7 @@ def _encode(model, media, present):
 
 def test_kinds():
   assert registry.names('encoder') == ['audio_transformer',
-                                       'text_transformer', 'vit']
+                                       'text_transformer', 'vit', 'vivit']
   assert registry.names('decoder') == ['text_decoder']
   assert {'concat', 'perceiver_resampler', 'bottleneck'} <= set(
       registry.names('fusion'))
@@ -69,7 +69,7 @@ def test_kinds():
   # Whole models; a tower or decoder alone is one too (e.g. an imported ViT).
   assert registry.names('model') == [
       'audio_transformer', 'contrastive', 'encoder_decoder', 'text_decoder',
-      'text_transformer', 'tts', 'vit']
+      'text_transformer', 'tts', 'vit', 'vivit']
   assert 'gated_xattn' not in registry.names('fusion')
 
 
