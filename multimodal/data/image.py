@@ -40,26 +40,41 @@ def _from_pixels(pixels: np.ndarray) -> Image.Image:
   return Image.fromarray(pixels)
 
 
+def draw_affine(rng: np.random.Generator, size: int, *,
+                max_shift: float = 0.0, max_scale: float = 0.0,
+                max_rotate: float = 0.0) -> tuple[float, ...] | None:
+  """A random affine jitter of a size x size image, as Pillow's AFFINE
+  coefficients: rotation up to `max_rotate` degrees, zoom up to
+  +-`max_scale` (fraction), shifts up to `max_shift` (fraction of the side).
+  None when every amount is 0 (nothing drawn)."""
+  if not (max_shift or max_scale or max_rotate):
+    return None
+  angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate))
+  scale = 1.0 + rng.uniform(-max_scale, max_scale)
+  tx, ty = rng.uniform(-max_shift, max_shift, size=2) * size
+  c = (size - 1) / 2
+  cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
+  # Pillow's affine maps output coordinates to input ones.
+  return (cos, sin, c - cos * c - sin * c - tx,
+          -sin, cos, c + sin * c - cos * c - ty)
+
+
 def to_array(img: Image.Image, size: int, *, rng: np.random.Generator | None
              = None, max_shift: float = 0.0, max_scale: float = 0.0,
-             max_rotate: float = 0.0) -> np.ndarray:
+             max_rotate: float = 0.0,
+             affine: tuple[float, ...] | None = None) -> np.ndarray:
   """Resizes to size x size and maps pixels to [-1, 1].
 
-  With `rng`, applies a random affine jitter first: rotation up to
-  `max_rotate` degrees, zoom up to +-`max_scale` (fraction) and shifts up to
-  `max_shift` (fraction of the side). Returns float32 [size, size, C].
+  With `rng`, applies a random affine jitter first (draw_affine's); or the
+  given `affine` coefficients (one draw shared by the frames of a clip).
+  Returns float32 [size, size, C].
   """
   img = img.resize((size, size), Image.BILINEAR)
-  if rng is not None and (max_shift or max_scale or max_rotate):
-    angle = np.deg2rad(rng.uniform(-max_rotate, max_rotate))
-    scale = 1.0 + rng.uniform(-max_scale, max_scale)
-    tx, ty = rng.uniform(-max_shift, max_shift, size=2) * size
-    c = (size - 1) / 2
-    cos, sin = np.cos(angle) / scale, np.sin(angle) / scale
-    # Pillow's affine maps output coordinates to input ones.
-    coeffs = (cos, sin, c - cos * c - sin * c - tx,
-              -sin, cos, c + sin * c - cos * c - ty)
-    img = img.transform((size, size), Image.AFFINE, coeffs, Image.BILINEAR)
+  if rng is not None:
+    affine = draw_affine(rng, size, max_shift=max_shift, max_scale=max_scale,
+                         max_rotate=max_rotate)
+  if affine is not None:
+    img = img.transform((size, size), Image.AFFINE, affine, Image.BILINEAR)
   x = np.asarray(img, np.float32)
   if x.ndim == 2:
     x = x[..., None]
