@@ -99,3 +99,27 @@ def all_texts() -> list[str]:
         questions, answers, _ = qa(digit, motion, spoken)
         texts.update(questions + answers)
   return sorted(texts)
+
+
+def _motion_phrases() -> list[tuple[str, str]]:
+  """(phrase, motion) of every phrasing, longest first, so that e.g.
+  'growing larger' is found before 'growing'."""
+  pairs = [(p, m) for m, phrases in _PHRASES.items() for p in phrases]
+  return sorted(pairs, key=lambda pm: -len(pm[0]))
+
+
+def parse_caption(text: str) -> tuple[int | None, str | None]:
+  """(digit, motion) a caption names, None for a part it does not name.
+
+  Finds the first digit word or numeral and the longest motion phrasing of
+  any caption this module writes, e.g. 'the digit 3 sliding left' ->
+  (3, 'left'); 'a three' -> (3, None).
+  """
+  words = text.lower().replace(',', ' ').split()
+  digit = next((WORDS.index(w) if w in WORDS else int(w)
+                for w in words if w in WORDS or w in
+                tuple(map(str, range(10)))), None)
+  padded = f' {" ".join(words)} '
+  motion = next((m for p, m in _motion_phrases() if f' {p} ' in padded),
+                None)
+  return digit, motion

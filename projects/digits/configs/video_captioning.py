@@ -1,0 +1,74 @@
+r"""Captioning on the built-in digits_video data: clip -> caption.
+
+An encoder-decoder (factorised ViViT over 8 frames of 16x16, its 4
+temporal tokens as the memory of a 2-layer text decoder) learns a random
+one of each clip's 4 phrasings per step ('a three moving to the left',
+'the digit 3 sliding left', ...); evaluation decodes greedily and scores
+against all 4 (CIDEr-D, BLEU-4, exact match) and by the parts the caption
+names: the digit and the kind of motion (content) and the direction
+(order; projects/digits/video_evals.py).
+
+  python -m multimodal.train --config projects/digits/configs/video_captioning.py \
+      --workdir workdirs/video_captioning --config.dataset.data_dir=DIR
+  # the same model with each clip's frames shuffled in time:
+  python -m multimodal.evaluate --pretrained workdirs/video_captioning \
+      --config.input.frame_order=shuffled
+
+Variants (``--config projects/digits/configs/video_captioning.py:tiny``):
+  tiny      a few steps of a tiny model, for tests and smoke runs.
+"""
+import ml_collections as mlc
+
+from multimodal import base_config as library_base
+from projects.digits.configs import seq2seq
+from projects.digits.configs import video_defaults
+
+
+def encoder_decoder(towers: dict) -> dict:
+  """The digits_video encoder-decoder over `towers` (shared with VQA)."""
+  width = 128
+  return dict(
+      name='encoder_decoder',
+      width=width,
+      towers=towers,
+      fusion=dict(name='concat'),
+      modality_dropout=0.0,
+      decoder=dict(name='text_decoder', vocab_size=256, max_len=24,
+                   width=64, depth=2, num_heads=4, mlp_ratio=4,
+                   **library_base.layer_options()),
+      dtype='float32', param_dtype='float32',
+  )
+
+
+def get_config(arg: str | None = None) -> mlc.ConfigDict:
+  flags = seq2seq.parse_variant(arg)
+  if flags - {'tiny'}:
+    raise ValueError(f'Unknown variant(s) {sorted(flags - {"tiny"})}: use '
+                     'tiny or nothing.')
+  c = video_defaults.base_config()
+  c.task = 'captioning'
+  c.total_steps = 600
+  c.batch_size = 64
+  c.eval_batch_size = 120
+  c.log_every = 50
+  c.eval_every = 0
+  c.checkpoint_every = 300
+  c.input.fields = dict(video='video', video_text='video_captions',
+                        video_text_refs='video_captions', label='label')
+  c.input.max_references = 4
+  # Pooled outputs are unused: the temporal tokens feed the decoder.
+  c.model = encoder_decoder(dict(video=video_defaults.video_tower('mean')))
+  c.model.decoder.max_len = 16  # BOS + caption (<= 9 pieces) + eos
+  c.captioning = dict(targets=(('video', 'video_text'),))
+  c.decoding = dict(max_new_tokens=12, beam_size=1, alpha=0.6)
+  c.evals = dict(
+      caption=dict(type='caption', ptb=False),
+      # caption_parts/video/{digit,kind,motion,direction}
+      caption_parts=dict(type='video_caption_parts', media='video'),
+  )
+
+  if 'tiny' in flags:
+    seq2seq.make_tiny(c)
+    c.eval_batch_size = 60
+    c.decoding.max_new_tokens = 8
+  return c
