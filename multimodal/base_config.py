@@ -88,6 +88,16 @@ def base() -> mlc.ConfigDict:
   c.input.num_mels = 64
   c.input.audio_augment = None  # see multimodal/data/audio.augment_features
   c.input.audio_cache_size = 0  # clips whose features stay in memory
+  # Video fields (multimodal/data/kinds/video.py): frames per clip, every
+  # stride-th frame, a 'random' (training) or 'center' window; frames of
+  # video_size (None: image_size) and video_channels (None: image_channels);
+  # frame_order 'original', 'reversed' or 'shuffled' (train and eval).
+  c.input.video_frames = mlc.FieldReference(None, field_type=int)
+  c.input.video_stride = 1
+  c.input.video_offset = 'random'
+  c.input.video_size = mlc.FieldReference(None, field_type=int)
+  c.input.video_channels = mlc.FieldReference(None, field_type=int)
+  c.input.frame_order = 'original'
   # Records that cannot be used (corrupt image, missing file, empty
   # caption...): 'raise' names the first; 'skip' counts them per reason
   # (logged and written to metrics) and fails past max_skip_fraction.
@@ -109,7 +119,7 @@ def base() -> mlc.ConfigDict:
   # Start from pretrained parameters (an export, workdir or checkpoint);
   # see multimodal/pretrained.py. Empty path: train from scratch.
   c.init_from = dict(path='', include=('.*',), exclude=(), rename=(),
-                     resample_posemb=True)
+                     resample_posemb=True, inflate='average')
   return c
 
 

@@ -60,6 +60,7 @@ from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
+from multimodal.models import video as video_model
 
 # Problems longer than this are cut: a one-line error must stay readable.
 _MAX_PROBLEM_CHARS = 500
@@ -418,6 +419,11 @@ def _files(config, workdir: str | None) -> list[str]:
                     ('exclude', 'the target parameters not to load')):
     if init and _get(init, key, None) is not None:
       out += _regexes(config, f'init_from.{key}', what)
+  inflate = _get(init, 'inflate', None) if init else None
+  if inflate is not None and inflate not in video_model.INFLATIONS:
+    out.append(problem('init_from.inflate', inflate, 'must be one of '
+                       f'{video_model.INFLATIONS} (how an image patch '
+                       'kernel fills a video tubelet kernel)'))
   for entry in (_get(init, 'rename', ()) or ()) if init else ():
     if not isinstance(entry, (tuple, list)) or len(entry) != 2:
       out.append(problem('init_from.rename', tuple(init.rename),

@@ -20,6 +20,10 @@ multimodal/tree.py); every regex below is matched against such a path
   resample_posemb  resample learned 2-D position tables when the patch grid
               differs (another image or spectrogram size); 1-D tables (text)
               are cut when the target is shorter.
+  inflate     'average' (default) or 'center': how an image ViT's patch
+              kernel [p*p*C, D] fills a video tower's tubelet kernel
+              [p*p*t*C, D] (multimodal.models.video.inflate_kernel), so an
+              image export initialises a video tower by the same paths.
 Every selected target parameter must exist in the source with the same shape
 (after resampling), and every source parameter that the selection names
 must exist in the target: otherwise one error lists all missing, unexpected
@@ -45,6 +49,7 @@ from multimodal import tree as tree_lib
 from multimodal.models import build_model
 from multimodal.models.patch_transformer import PatchTransformer
 from multimodal.models.posemb import LearnedPosEmb
+from multimodal.models.video import VideoViT, inflate_kernel
 
 PARAMS_DIR = 'params'
 MODEL_JSON = 'model.json'
@@ -288,6 +293,16 @@ def position_grids(model_config) -> dict[str, tuple[int, ...]]:
   return grids
 
 
+def tubelet_kernels(model_config) -> dict[str, tuple[int, int]]:
+  """Path of each video tower's tubelet kernel -> (frames per tubelet,
+  channels), the shapes an image patch kernel is inflated to."""
+  model = abstract_model(model_config)
+  return {tree_lib.path_str(path + ('core', 'embed', 'kernel')):
+              (node.tubelet_time, node.channels)
+          for path, node in nnx.iter_graph(model)
+          if isinstance(node, VideoViT)}
+
+
 def resample_posemb(table: np.ndarray, source_grid: tuple[int, ...],
                     target_grid: tuple[int, ...]) -> np.ndarray:
   """Resamples a learned position table [N_src, D] to [N_tgt, D].
@@ -320,7 +335,8 @@ def _matches(key: str, patterns: Iterable[str]) -> bool:
 
 def select_params(target: Mapping[str, Any], source: Mapping[str, Any], *,
                   include=('.*',), exclude=(), rename=(),
-                  source_grids=None, target_grids=None, where='source'
+                  source_grids=None, target_grids=None, tubelets=None,
+                  inflate='average', where='source'
                   ) -> tuple[dict[str, np.ndarray], list[str]]:
   """Source arrays for the selected target parameters (flat dicts).
 
@@ -364,6 +380,11 @@ def select_params(target: Mapping[str, Any], source: Mapping[str, Any], *,
       value = resample_posemb(value, grids_src[key], target_grids[key])
       notes.append(f'{key}: resampled {grids_src[key]} -> '
                    f'{target_grids[key]}')
+    if (tuple(value.shape) != want and tubelets and key in tubelets
+        and value.ndim == 2 and value.shape[0] * tubelets[key][0] == want[0]):
+      value = inflate_kernel(value, *tubelets[key], method=inflate)
+      notes.append(f'{key}: inflated {inflate!r} over '
+                   f'{tubelets[key][0]} frames')
     if tuple(value.shape) != want:
       mismatched.append((key, tuple(value.shape), want))
       continue
@@ -386,7 +407,7 @@ def init_from(init_cfg, model_config, abstract_params) -> tuple[dict, list]:
 
   Args:
     init_cfg: config.init_from (path, include, exclude, rename,
-      resample_posemb).
+      resample_posemb, inflate).
     model_config: the target model's config.
     abstract_params: the target parameter tree (ShapeDtypeStructs).
 
@@ -409,5 +430,6 @@ def init_from(init_cfg, model_config, abstract_params) -> tuple[dict, list]:
       target, source, include=tuple(init_cfg.get('include', ('.*',))),
       exclude=tuple(init_cfg.get('exclude', ())),
       rename=tuple(tuple(r) for r in init_cfg.get('rename', ())),
+      tubelets=tubelet_kernels(model_config),
+      inflate=init_cfg.get('inflate') or 'average',
       where=init_cfg.path, **grids)
-

@@ -10,6 +10,7 @@ from multimodal.models import decoder  # noqa: F401 (registers)
 from multimodal.models import encoder_decoder  # noqa: F401 (registers)
 from multimodal.models import fusion  # noqa: F401 (registers)
 from multimodal.models import text_encoder  # noqa: F401 (registers)
+from multimodal.models import video  # noqa: F401 (registers)
 from multimodal.models import vit  # noqa: F401 (registers)
 from multimodal.models.builder import build_model
 from multimodal.models.partitioning import LOGICAL_AXES

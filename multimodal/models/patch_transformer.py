@@ -141,6 +141,13 @@ class PatchTransformer(nnx.Module):
       N = number of patches, or ceil(T / 2) with stem='conv1d' (a 'cls'
       token is not included in `tokens`).
     """
+    return self.encode(self.embed_tokens(x), deterministic=deterministic)
+
+  def embed_tokens(self, x: jax.Array) -> jax.Array:
+    """[B, H, W, C] float grid -> its tokens with their position embedding
+    [B, N, D] in the compute dtype (no CLS token). The first half of
+    __call__, apart so that a video tower can encode the tokens of several
+    frames together (models/video.py)."""
     if tuple(x.shape[1:]) != (*self.input_size, self.channels):
       raise ValueError(f'Expected inputs [B, {self.input_size[0]}, '
                        f'{self.input_size[1]}, {self.channels}], got '
@@ -150,14 +157,20 @@ class PatchTransformer(nnx.Module):
       tokens = self.embed(x.reshape(*x.shape[:2], -1))  # [B, T', D]
     else:
       tokens = self.embed(patchify(x, self.patch_size))
-    if not self.posemb_cls:
-      tokens = tokens + self._posemb().astype(self.dtype)[None]
+    table = self._posemb().astype(self.dtype)
+    # With posemb_cls the table's row 0 is the CLS slot's (added in encode).
+    return tokens + table[int(self.posemb_cls):][None]
+
+  def encode(self, tokens: jax.Array, *, deterministic: bool = True
+             ) -> tuple[jax.Array, jax.Array]:
+    """Tokens [B, L, D] (from embed_tokens, any L) -> (pooled [B, D],
+    tokens [B, L, D]): CLS, pre-norm, dropout, Encoder, pooling."""
     if self.pool == 'cls':
-      cls = jnp.broadcast_to(self.cls[...].astype(self.dtype),
-                             (tokens.shape[0], 1, tokens.shape[-1]))
+      cls = self.cls[...].astype(self.dtype)
+      if self.posemb_cls:
+        cls = cls + self._posemb()[0].astype(self.dtype)
+      cls = jnp.broadcast_to(cls, (tokens.shape[0], 1, tokens.shape[-1]))
       tokens = jnp.concatenate([cls, tokens], axis=1)
-    if self.posemb_cls:  # the table's row 0 is the CLS slot's
-      tokens = tokens + self._posemb().astype(self.dtype)[None]
     if self.pre_norm is not None:
       tokens = self.pre_norm(tokens)
     tokens = self.drop(tokens, deterministic=deterministic)

@@ -65,13 +65,18 @@ class EncoderOptions:
     values, patch = sizes.resolve(variant, options, patches=patches)
     return cls(**values), patch
 
-  def encoder(self, rngs: nnx.Rngs) -> Encoder:
-    return Encoder(self.width, self.depth, self.num_heads, self.mlp_ratio,
-                   activation=self.activation, dropout=self.dropout,
-                   layernorm_epsilon=self.layernorm_epsilon,
-                   attention_impl=self.attention_impl, remat=self.remat,
-                   scan_layers=self.scan_layers, mlp_dim=self.mlp_dim,
-                   dtype=self.dtype, param_dtype=self.param_dtype, rngs=rngs)
+  def encoder(self, rngs: nnx.Rngs, **overrides) -> Encoder:
+    """The Encoder; `overrides` are Encoder arguments (e.g. depth,
+    final_norm) that replace these options'."""
+    kw = dict(activation=self.activation, dropout=self.dropout,
+              layernorm_epsilon=self.layernorm_epsilon,
+              attention_impl=self.attention_impl, remat=self.remat,
+              scan_layers=self.scan_layers, mlp_dim=self.mlp_dim,
+              dtype=self.dtype, param_dtype=self.param_dtype)
+    kw.update(overrides)
+    depth = kw.pop('depth', self.depth)
+    return Encoder(self.width, depth, self.num_heads, self.mlp_ratio,
+                   rngs=rngs, **kw)
 
   def map_head(self, rngs: nnx.Rngs) -> MAPHead:
     return MAPHead(self.width, self.num_heads, self.mlp_ratio,

@@ -146,6 +146,9 @@ class Encoder(nnx.Module):
     them with `nnx.scan`, so compile time does not grow with depth. The
     parameters then have a different layout from the unrolled stack.
   mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
+  final_norm: False leaves out the final LayerNorm, so that a stack whose
+    residual branches are zero is the identity (a video tower's temporal
+    stage, models/video.py).
   """
 
   def __init__(self, width: int, depth: int, num_heads: int,
@@ -154,7 +157,7 @@ class Encoder(nnx.Module):
                dtype=jnp.float32, param_dtype=jnp.float32,
                attention_impl: str | None = None, remat: str = 'none',
                scan_layers: bool = False, mlp_dim: int | None = None,
-               rngs: nnx.Rngs):
+               final_norm: bool = True, rngs: nnx.Rngs):
     if remat not in REMAT_POLICIES:
       raise ValueError(f'remat must be one of {sorted(REMAT_POLICIES)}, got '
                        f'{remat!r}.')
@@ -170,7 +173,8 @@ class Encoder(nnx.Module):
 
     self.blocks = make_blocks(block, depth, scan_layers, rngs)
     self.norm = layer_norm(width, epsilon=layernorm_epsilon, dtype=dtype,
-                           param_dtype=param_dtype, rngs=rngs)
+                           param_dtype=param_dtype,
+                           rngs=rngs) if final_norm else None
 
   def __call__(self, x: jax.Array, mask: jax.Array | None = None, *,
                deterministic: bool = True) -> jax.Array:
@@ -193,4 +197,4 @@ class Encoder(nnx.Module):
     else:
       for block in self.blocks:
         x = apply(x, block)
-    return self.norm(x)
+    return x if self.norm is None else self.norm(x)

@@ -96,6 +96,40 @@ def image_caption_records(n: int = 64, seed: int = 0, size: int = 32,
   return records
 
 
+DIRECTIONS = {'left': (-1, 0), 'right': (1, 0), 'up': (0, -1),
+              'down': (0, 1)}
+
+
+def video_caption_records(n: int = 32, seed: int = 0, frames: int = 8,
+                          size: int = 16) -> list[Record]:
+  """`n` clips of a square moving across the frame (module docstring): the
+  direction is only in the order of the frames."""
+  rng = np.random.default_rng(seed)
+  records = []
+  side = max(size // 4, 2)
+  for _ in range(n):
+    c, d = int(rng.integers(len(COLORS))), int(rng.integers(len(DIRECTIONS)))
+    color, direction = list(COLORS)[c], list(DIRECTIONS)[d]
+    (dx, dy), step = DIRECTIONS[direction], (size - side) / max(frames - 1, 1)
+    start = rng.integers(0, size - side + 1, size=2)
+    clip = np.full((frames, size, size, 3), int(rng.integers(170, 256)),
+                   np.uint8)
+    for t in range(frames):
+      # Along the motion: from one edge to the other; across it: fixed.
+      x, y = (int(s) if not a else int(round(
+          t * step if a > 0 else size - side - t * step))
+              for a, s in zip((dx, dy), start))
+      clip[t, y:y + side, x:x + side] = COLORS[color]
+    captions = [f'a {color} square moving {direction}',
+                f'a {color} square going {direction}']
+    buf = io.BytesIO()
+    np.save(buf, clip, allow_pickle=False)
+    records.append({'video': buf.getvalue(), 'video_ext': 'npy',
+                    'caption': captions[0], 'captions': captions,
+                    'label': c * len(DIRECTIONS) + d})
+  return records
+
+
 def encode_image(img: Image.Image, image_format: str = 'png') -> bytes:
   buf = io.BytesIO()
   img.save(buf, format=image_format.upper(),
@@ -144,18 +178,22 @@ def make_records(kind: str = 'image', n: int = 64, seed: int = 0
     return image_caption_records(n, seed)
   if kind == 'speech':
     return speech_records(n, seed)
-  raise ValueError(f"kind must be 'image' or 'speech', got {kind!r}.")
+  if kind == 'video':
+    return video_caption_records(n, seed)
+  raise ValueError(f"kind must be 'image', 'speech' or 'video', got "
+                   f'{kind!r}.')
 
 
 def _media(record: Record) -> tuple[str, bytes, str]:
   """(media key, bytes, file extension) of a record."""
-  if 'image' in record:
-    return 'image', record['image'], record.get('image_ext', 'png')
+  for key, ext in (('image', 'png'), ('video', 'npy')):
+    if key in record:
+      return key, record[key], record.get(f'{key}_ext', ext)
   return 'audio', record['audio'], record.get('audio_ext', 'flac')
 
 
 def _text_key(record: Record) -> str:
-  return 'caption' if 'image' in record else 'text'
+  return 'caption' if 'image' in record or 'video' in record else 'text'
 
 
 # ----------------------------------------------------------------------------
