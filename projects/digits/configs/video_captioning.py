@@ -57,7 +57,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                         video_text_refs='video_captions', label='label')
   c.input.max_references = 4
   # Pooled outputs are unused: the temporal tokens feed the decoder.
-  c.model = encoder_decoder(dict(video=video_defaults.video_tower('mean')))
+  c.model = encoder_decoder(dict(video=video_defaults.video_tower()))
   c.model.decoder.max_len = 16  # BOS + caption (<= 9 pieces) + eos
   c.captioning = dict(targets=(('video', 'video_text'),))
   c.decoding = dict(max_new_tokens=12, beam_size=1, alpha=0.6)

@@ -43,7 +43,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
       name='contrastive',
       embed_dim=128,
       towers=dict(
-          video=video_defaults.video_tower(pool='mean'),
+          video=video_defaults.video_tower(temporal_pool='map'),
           audio=video_defaults.audio_tower(pool='map'),
           text=dict(name='text_transformer', vocab_size=256,
                     max_len=c.input.max_text_len, causal=False, pool='eos',

@@ -41,13 +41,15 @@ def base_config() -> mlc.ConfigDict:
   return c
 
 
-def video_tower(pool: str, width: int = 128, depth: int = 2,
-                heads: int = 4) -> dict:
+def video_tower(temporal_pool: str = 'mean', width: int = 128,
+                depth: int = 2, heads: int = 4) -> dict:
   """The factorised ViViT of the clips: a ViT per tubelet step of 2 frames
-  (16 patches of 4x4x2), then one temporal block over the 4 steps."""
+  (16 patches of 4x4x2, mean-pooled), then one temporal block over the 4
+  steps, pooled by `temporal_pool` ('mean' or 'map')."""
   return dict(name='vivit', num_frames=FRAMES, image_size=FRAME_SIZE,
               channels=1, patch_size=4, tubelet_time=2,
-              attention='factorised', temporal_depth=1, pool=pool,
+              attention='factorised', temporal_depth=1, pool='mean',
+              temporal_pool=temporal_pool,
               posemb='learned', width=width, depth=depth, num_heads=heads,
               mlp_ratio=4, **library_base.layer_options())
 

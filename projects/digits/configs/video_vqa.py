@@ -55,7 +55,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.input.max_references = 1  # one answer per question
 
   c.model = video_captioning.encoder_decoder(dict(
-      video=video_defaults.video_tower('mean'),
+      video=video_defaults.video_tower(),
       audio=video_defaults.audio_tower('mean')))
   c.model.modality_dropout = 0.2
   # Generation: a prompt block of BOS + max_text_len (12) plus 4 new tokens.
