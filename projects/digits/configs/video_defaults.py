@@ -20,6 +20,7 @@ from projects.digits.data import motions
 
 FRAMES = motions.NUM_FRAMES  # 8
 FRAME_SIZE = 16  # the 32x32 frames resized: a digit of 8 px, as scanned
+FULL_SIZE = motions.FRAME_SIZE  # 32: the frames as built, a digit of 16 px
 
 
 def base_config() -> mlc.ConfigDict:
@@ -41,17 +42,24 @@ def base_config() -> mlc.ConfigDict:
   return c
 
 
-def video_tower(temporal_pool: str = 'mean', width: int = 128,
+def video_tower(attention: str = 'factorised', temporal_pool: str = 'mean',
+                frame_size: int = FRAME_SIZE, width: int = 128,
                 depth: int = 2, heads: int = 4) -> dict:
-  """The factorised ViViT of the clips: a ViT per tubelet step of 2 frames
-  (16 patches of 4x4x2, mean-pooled), then one temporal block over the 4
-  steps, pooled by `temporal_pool` ('mean' or 'map')."""
-  return dict(name='vivit', num_frames=FRAMES, image_size=FRAME_SIZE,
-              channels=1, patch_size=4, tubelet_time=2,
-              attention='factorised', temporal_depth=1, pool='mean',
-              temporal_pool=temporal_pool,
-              posemb='learned', width=width, depth=depth, num_heads=heads,
-              mlp_ratio=4, **library_base.layer_options())
+  """The ViViT of the clips: tubelets of 2 frames x (frame_size / 4)^2
+  pixels, 16 per tubelet step, 4 steps.
+
+  attention='factorised': a ViT per step (mean-pooled), then one temporal
+  block over the 4 steps, pooled by `temporal_pool` ('mean' or 'map'); 4
+  output tokens. 'joint': one encoder over all 64 tokens (mean-pooled); 64
+  output tokens, which an encoder-decoder's text decoder attends to
+  directly. frame_size must equal config.input.video_size.
+  """
+  return dict(name='vivit', num_frames=FRAMES, image_size=frame_size,
+              channels=1, patch_size=frame_size // 4, tubelet_time=2,
+              attention=attention, temporal_depth=1, pool='mean',
+              temporal_pool=temporal_pool, posemb='learned', width=width,
+              depth=depth, num_heads=heads, mlp_ratio=4,
+              **library_base.layer_options())
 
 
 def audio_tower(pool: str, width: int = 128, depth: int = 2,

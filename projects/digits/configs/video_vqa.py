@@ -54,8 +54,11 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.input.aligned_items = len(video_captions.QUESTION_TYPES)
   c.input.max_references = 1  # one answer per question
 
+  # Joint attention on the 32x32 frames, as video_captioning.py explains.
+  c.input.video_size = video_defaults.FULL_SIZE
   c.model = video_captioning.encoder_decoder(dict(
-      video=video_defaults.video_tower(),
+      video=video_defaults.video_tower(
+          'joint', frame_size=video_defaults.FULL_SIZE),
       audio=video_defaults.audio_tower('mean')))
   c.model.modality_dropout = 0.2
   # Generation: a prompt block of BOS + max_text_len (12) plus 4 new tokens.
