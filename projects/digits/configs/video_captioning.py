@@ -47,8 +47,8 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
                      'tiny or nothing.')
   c = video_defaults.base_config()
   c.task = 'captioning'
-  c.total_steps = 600
-  c.batch_size = 64
+  c.total_steps = 300
+  c.batch_size = 32
   c.eval_batch_size = 120
   c.log_every = 50
   c.eval_every = 0
