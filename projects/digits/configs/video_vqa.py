@@ -22,6 +22,25 @@ per question type ('exact_match/<condition>/<type>') with both modalities
 
 Variants (``--config projects/digits/configs/video_vqa.py:tiny``):
   tiny      a few steps of a tiny model, for tests and smoke runs.
+
+Measured once (2 CPU cores shared with other jobs, load average 12-27):
+25.8 minutes of wall time in all (600 steps at 8-28 records/s, then the
+3 x 1,440-question evaluation). Test split, exact-match accuracy %, both
+modalities, the frames in order / shuffled / reversed (each evaluation
+2-5 minutes):
+
+  direction  99.4 / 45.8 /  0.8    (order)
+  kind      100.0 / 70.3 / 100.0
+  digit      21.1 / 16.4 / 20.8
+  match      51.7 / 53.6 / 51.9
+  all        68.1 / 46.5 / 43.4
+
+With the video masked: direction 36.1 (a guess from the question alone
+scores 37.5), kind 50.0, digit 10.0. The direction needs the order (chance
+when shuffled; the opposite answer when reversed); the kind survives
+reversal but not shuffling, which the model never saw in training. The
+digit (and so `match`) is barely learned in 600 steps by this small
+factorised model (see README.md, "The built-in video dataset").
 """
 import ml_collections as mlc
 
