@@ -16,6 +16,22 @@ classes, split into digit, kind of motion and direction
 
 Variants (``--config projects/digits/configs/video_contrastive.py:tiny``):
   tiny      a few steps of a tiny model, for tests and smoke runs.
+
+Measured once (2 CPU cores shared with other jobs, load average 12-27):
+44 minutes of wall time in all (600 steps at 7-60 examples/s, then the
+evaluation). Test split, zero-shot accuracy %, the frames in order /
+shuffled / reversed (each evaluation about 5 minutes):
+
+  direction  99.7 / 48.1 /   1.1   (order; chance 50)
+  motion     98.3 / 28.6 /   1.1   (all 8; chance 12.5)
+  kind      100.0 / 71.1 / 100.0   (chance 33)
+  digit      35.0 / 19.2 /  32.5   (chance 10)
+  video~audio 13.9 / 12.5 / 11.7   (the spoken digits as prototypes)
+
+Retrieval recall@1 / @5 in order: clip->caption 8.9% / 33.6%,
+caption->clip 9.2% / 37.5% (captions name only digit and motion: about
+4.5 test clips share each of the 80 classes). The motion is learned, and its direction is read from the order
+of the frames; the digit is barely learned in 600 steps.
 """
 import ml_collections as mlc
 
