@@ -16,6 +16,21 @@ names: the digit and the kind of motion (content) and the direction
 
 Variants (``--config projects/digits/configs/video_captioning.py:tiny``):
   tiny      a few steps of a tiny model, for tests and smoke runs.
+
+Measured once (2 CPU cores shared with other jobs, load average 18-27):
+22 minutes of wall time in all (300 steps at 8-53 examples/s, then greedy
+decoding of the test split). Test split, the frames in order / shuffled /
+reversed (each evaluation about 2 minutes), % of the captions naming:
+
+  direction  94.7 / 37.0 /  3.6   (of those naming the right kind)
+  motion     63.9 / 19.4 /  2.5   (all 8)
+  kind       67.5 / 52.5 / 68.9
+  digit      11.1 /  8.9 / 11.7   (chance 10)
+  CIDEr-D 0.937 / 0.382 / 0.181, BLEU-4 0.212 / 0.147 / 0.132, exact match
+  7.5% / 3.1% / 0.0%.
+
+The direction comes from the order of the frames; the digit is not learned
+in 300 steps.
 """
 import ml_collections as mlc
 
