@@ -30,7 +30,7 @@ def _ctx():
 
 def _zeroshot():
   task = types.SimpleNamespace(fields=['video', 'video_text'])
-  return registry.get('evaluator', 'video_zeroshot')(task)
+  return registry.get('evaluator', 'digits_video_zeroshot')(task)
 
 
 def test_zeroshot_separates_content_from_order():
@@ -60,12 +60,12 @@ def test_zeroshot_separates_content_from_order():
 def test_zeroshot_needs_embedded_fields():
   task = types.SimpleNamespace(fields=['image', 'image_text'])
   with pytest.raises(ValueError, match='does not embed'):
-    registry.get('evaluator', 'video_zeroshot')(task)
+    registry.get('evaluator', 'digits_video_zeroshot')(task)
 
 
 def test_caption_parts():
   task = types.SimpleNamespace(media=['video'])
-  ev = registry.get('evaluator', 'video_caption_parts')(task)
+  ev = registry.get('evaluator', 'digits_video_caption_parts')(task)
   refs = [video_captions.video_captions(3, 'left')] * 5
   predictions = [
       'a three moving to the left',   # all right
@@ -81,4 +81,4 @@ def test_caption_parts():
                  'caption_parts/video/motion': 0.4,
                  'caption_parts/video/direction': pytest.approx(2 / 3)}
   with pytest.raises(ValueError, match='not a captioned media'):
-    registry.get('evaluator', 'video_caption_parts')(task, media='audio')
+    registry.get('evaluator', 'digits_video_caption_parts')(task, media='audio')

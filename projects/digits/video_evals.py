@@ -4,23 +4,24 @@ Each reports, per clip, whether the model got the digit and the kind of
 motion right (content: visible in the frames in any order) and whether it
 got the direction right (order: a clip and its reverse have the same frames;
 projects/digits/data/motions.py). Under shuffled frames
-(--config.input.frame_order=shuffled) a model keeps the first and falls to
-50% on the second.
+(--config.input.frame_order=shuffled) a model that reads the frames as a
+set would keep the first and fall to 50% on the second (README.md,
+"The built-in video dataset", has what trained models do).
 
 Configs list 'projects.digits.video_evals' in config.imports and name them
 in config.evals:
 
-  video_zeroshot   (contrastive) each clip against the captions of all 80
-                   (digit, motion) classes:
+  digits_video_zeroshot  (contrastive) each clip against the captions of
+                   all 80 (digit, motion) classes:
                      zeroshot/<media>/digit, /kind, /motion  top-1 over the 80
                        classes, then read off that part (chance 10%, 33%,
                        12.5%)
                      zeroshot/<media>/direction  whether the clip is closer
                        to its true caption than to the same caption with the
                        opposite direction (chance 50%)
-  video_caption_parts  (captioning) the parts the generated caption names
-                   (video_captions.parse_caption) against its canonical
-                   reference:
+  digits_video_caption_parts  (captioning) the parts the generated caption
+                   names (video_captions.parse_caption) against its
+                   canonical reference:
                      caption_parts/<media>/digit, /kind, /motion  fraction
                        of clips whose caption names that part right
                      caption_parts/<media>/direction  of the clips whose
@@ -44,7 +45,7 @@ _KIND_INDEX = np.array([motions.KINDS.index(motions.KIND_OF[m])
                         for m in motions.MOTIONS])
 
 
-@registry.register('evaluator', 'video_zeroshot')
+@registry.register('evaluator', 'digits_video_zeroshot')
 class VideoZeroShot(evaluators.Evaluator):
   """Zero-shot over the (digit, motion) captions (module docstring).
 
@@ -54,12 +55,13 @@ class VideoZeroShot(evaluators.Evaluator):
   default 'zeroshot/<media>').
   """
 
+  # pylint: disable-next=redefined-outer-name
   def __init__(self, task, media='video', text='video_text', labels='label',
-               motions='motion', name=None):  # pylint: disable=redefined-outer-name
+               motions='motion', name=None):
     missing = [f for f in (media, text) if f not in task.fields]
     if missing:
-      raise ValueError(f'video_zeroshot names {missing}, which the model does '
-                       f'not embed (it embeds {task.fields}).')
+      raise ValueError(f'digits_video_zeroshot names {missing}, which the '
+                       f'model does not embed (it embeds {task.fields}).')
     self.media, self.text = media, text
     self.labels, self.motions = labels, motions
     self.fields = (labels, motions)
@@ -92,7 +94,7 @@ class VideoZeroShot(evaluators.Evaluator):
     }
 
 
-@registry.register('evaluator', 'video_caption_parts')
+@registry.register('evaluator', 'digits_video_caption_parts')
 class VideoCaptionParts(evaluators.Evaluator):
   """Digit, kind and direction named by generated captions (module
   docstring).
@@ -103,8 +105,9 @@ class VideoCaptionParts(evaluators.Evaluator):
 
   def __init__(self, task, media='video', name=None):
     if media not in getattr(task, 'media', ()):
-      raise ValueError(f'video_caption_parts: {media!r} is not a captioned '
-                       f'media of the task (config.captioning.targets).')
+      raise ValueError(f'digits_video_caption_parts: {media!r} is not a '
+                       'captioned media of the task '
+                       '(config.captioning.targets).')
     self.media = media
     self.name = name or f'caption_parts/{media}'
 
@@ -115,9 +118,9 @@ class VideoCaptionParts(evaluators.Evaluator):
                                 outputs[f'references/{self.media}']):
       digit, motion = video_captions.parse_caption(refs[0])
       if motion is None:
-        raise ValueError(f'video_caption_parts: the reference {refs[0]!r} '
-                         'names no motion; it needs digits_video captions '
-                         '(video_captions.video_captions).')
+        raise ValueError(f'digits_video_caption_parts: the reference '
+                         f'{refs[0]!r} names no motion; it needs digits_video '
+                         'captions (video_captions.video_captions).')
       got.append(video_captions.parse_caption(prediction))
       want.append((digit, motion))
     digit_ok = np.array([g[0] == w[0] for g, w in zip(got, want)])

@@ -85,7 +85,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   c.evals = dict(
       caption=dict(type='caption', ptb=False),
       # caption_parts/video/{digit,kind,motion,direction}
-      caption_parts=dict(type='video_caption_parts', media='video'),
+      caption_parts=dict(type='digits_video_caption_parts', media='video'),
   )
 
   if 'tiny' in flags:

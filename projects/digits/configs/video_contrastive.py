@@ -30,8 +30,9 @@ shuffled / reversed (each evaluation about 5 minutes):
 
 Retrieval recall@1 / @5 in order: clip->caption 8.9% / 33.6%,
 caption->clip 9.2% / 37.5% (captions name only digit and motion: about
-4.5 test clips share each of the 80 classes). The motion is learned, and its direction is read from the order
-of the frames; the digit is barely learned in 600 steps.
+4.5 test clips share each of the 80 classes). The motion is learned, and
+its direction is read from the order of the frames; the digit is barely
+learned in 600 steps.
 """
 import ml_collections as mlc
 
@@ -75,7 +76,7 @@ def get_config(arg: str | None = None) -> mlc.ConfigDict:
   )
   c.evals = dict(
       # zeroshot/video/{digit,kind,motion,direction}
-      video_zeroshot=dict(type='video_zeroshot', media='video',
+      video_zeroshot=dict(type='digits_video_zeroshot', media='video',
                           text='video_text'),
       # The clips against prototypes of the spoken digits: digit only.
       zeroshot_video_audio=dict(type='zeroshot_by_example', media='video',

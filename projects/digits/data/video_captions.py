@@ -11,7 +11,8 @@ both, e.g. 'a three moving to the left'; its questions are of two groups:
   order    answerable only from the order of the frames: the reversed clip
            has the same frames and the opposite answer (motions.py)
     direction    slide:  'which way does it move?'            -> 'left' ...
-                 turn:   'which way does it turn?'   -> 'clockwise' / 'anticlockwise'
+                 turn:   'which way does it turn?'
+                                              -> 'clockwise' / 'anticlockwise'
                  resize: 'is it growing or shrinking?'        -> 'growing' ...
 
 With the frames shuffled in time a perfect model keeps the content answers
