@@ -14,6 +14,13 @@ is therefore the one of training and evaluation, not a copy of it.
          call's `sample_rate`; int PCM or float, [N] or [N, channels], any
          rate (resampled to the export's log-mel rate by
          multimodal.data.audio.resample) -> log-mel float32 [T, F]
+  video  a directory of frame images (read in name order: zero-pad the
+         numbers), a list of frames (each as an image above), frames as a
+         NumPy array [T, H, W] / [T, H, W, 1|3] (uint8, or float in
+         [0, 1]), a .npy file of such frames, or a video file (mp4,
+         webm, ...; decoded with PyAV when installed: pip install av) ->
+         float32 [T, S, S, C] in [-1, 1] (the export's video_frames,
+         stride and centred window)
   text   a str (or UTF-8 bytes) -> int32 [L] ids (pieces, eos, pads); a
          text longer than L - 1 pieces is an error, not truncated
 
@@ -36,7 +43,8 @@ from multimodal.data import text as text_lib
 from multimodal.data.errors import DataError
 
 # Modality -> the keyword argument of the API that takes its raw values.
-ARGUMENTS = {'image': 'images', 'audio': 'audio', 'text': 'texts'}
+ARGUMENTS = {'image': 'images', 'video': 'videos', 'audio': 'audio',
+             'text': 'texts'}
 MODALITIES = tuple(ARGUMENTS)
 
 
@@ -44,7 +52,7 @@ class InputError(ValueError):
   """An input the model cannot use (the caller's mistake, not the model's).
 
   reason: 'unknown_modality', 'missing_modality' (the model has no tower
-  for it), 'bad_image', 'bad_audio', 'text_too_long', 'empty_text',
+  for it), 'bad_image', 'bad_audio', 'bad_video', 'text_too_long', 'empty_text',
   'bad_value' (wrong type or shape), 'missing_file', 'unsupported' (e.g.
   caption() on a contrastive export), 'bad_option' (decoding options).
   """
@@ -97,6 +105,40 @@ def image_value(value, what: str = 'image') -> bytes | np.ndarray:
   raise InputError('bad_value', f'{what}: {type(value).__name__} is not an '
                    'image; give a file path, encoded bytes, a PIL image or '
                    'a NumPy array.')
+
+
+FRAME_EXTENSIONS = ('.png', '.jpg', '.jpeg', '.bmp', '.gif', '.webp')
+
+
+def video_value(value, what: str = 'video'):
+  """A raw clip (module docstring) -> what the 'video' field kind reads:
+  file bytes, a list of encoded frames, or uint8 frames [T, H, W(, C)]."""
+  if _is_path(value):
+    if not os.path.isdir(value):
+      return _read_file(value, what)
+    names = sorted(n for n in os.listdir(value)
+                   if n.lower().endswith(FRAME_EXTENSIONS))
+    if not names:
+      raise InputError('bad_video', f'{what}: the directory {str(value)!r} '
+                       f'holds no frame images ({", ".join(FRAME_EXTENSIONS)}'
+                       ').')
+    return [_read_file(os.path.join(value, n), what) for n in names]
+  if isinstance(value, (bytes, bytearray, memoryview)):
+    return bytes(value)
+  if isinstance(value, np.ndarray):
+    if value.ndim not in (3, 4) or (value.ndim == 4
+                                    and value.shape[3] not in (1, 3)):
+      raise InputError('bad_value', f'{what}: frames must be [T, H, W] or '
+                       f'[T, H, W, 1|3], got shape {value.shape}.')
+    return np.stack([image_value(f, f'{what} frame {i}')
+                     for i, f in enumerate(value)])
+  if isinstance(value, (list, tuple)):
+    if not value:
+      raise InputError('bad_video', f'{what}: the list of frames is empty.')
+    return [image_value(f, f'{what} frame {i}') for i, f in enumerate(value)]
+  raise InputError('bad_value', f'{what}: {type(value).__name__} is not a '
+                   'video; give a directory of frames, a list of frames, a '
+                   'frame array, or a .npy / video file path or bytes.')
 
 
 def audio_value(value, rate: int, sample_rate: int | None = None,
@@ -210,6 +252,8 @@ class Preprocessor:
       value = image_value(value, what)
     elif modality == 'audio':
       value = audio_value(value, self.sample_rate, sample_rate, what)
+    elif modality == 'video':
+      value = video_value(value, what)
     elif modality == 'text':
       value = self.check_text(value, what)
     else:
@@ -220,6 +264,11 @@ class Preprocessor:
       return kind(value, np.random.default_rng(0))
     except DataError as e:
       raise InputError(e.reason, f'{what}: {e}') from e
+    except ValueError as e:
+      if modality != 'video':
+        raise
+      # A video file, and no decoder installed (the kind names it).
+      raise InputError('unsupported', f'{what}: {e}') from e
 
   def batch(self, modality: str, values: Sequence, *,
             sample_rate: int | None = None, allow_missing: bool = False

@@ -11,14 +11,16 @@
   c.caption(images=['seven.png'])                 # ['a handwritten seven']
   v = multimodal.load_pretrained('exports/vqa_digits').predictor()
   v.answer(['what number is spoken?'], images=[img], audio=[(wave, 8000)])
+  # a model with a video tower: videos=['clip_frames/', 'clip.npy', ...]
 
-Everything is keyed by modality ('image', 'audio', 'text'), never by the
-dataset's field names: the model's fields are found through model.json and
-the field kinds (multimodal/data/kinds). Raw inputs (multimodal/inputs.py:
-paths, bytes, PIL images, arrays, waveforms at any rate, strings) go
-through the data pipeline's own preprocessing. Lower-level methods take
-preprocessed arrays (`embed_arrays`, `generate_arrays`), e.g. for scoring
-a whole dataset from the pipeline's batches.
+Everything is keyed by modality ('image', 'video', 'audio', 'text'), never
+by the dataset's field names: the model's fields are found through
+model.json and the field kinds (multimodal/data/kinds). Raw inputs
+(multimodal/inputs.py: paths, bytes, PIL images, frame directories,
+arrays, waveforms at any rate, strings) go through the data pipeline's own
+preprocessing. Lower-level methods take preprocessed arrays
+(`embed_arrays`, `generate_arrays`), e.g. for scoring a whole dataset from
+the pipeline's batches.
 
 Each jitted function is built once and cached; batches are padded to
 `buckets` sizes and larger ones chunked (multimodal/buckets.py), so a
@@ -241,12 +243,13 @@ class Predictor:
   # ------------------------------------------------------- embeddings ---
 
   def preprocess(self, images=None, audio=None, texts=None, *,
-                 sample_rate: int | None = None, **unknown
+                 videos=None, sample_rate: int | None = None, **unknown
                  ) -> dict[str, np.ndarray]:
     """Raw inputs -> {modality: example arrays [N, ...]} as the data
     pipeline makes them in evaluation (see multimodal/inputs.py)."""
-    _unknown_arguments(unknown, ('images', 'audio', 'texts'))
-    given = {'image': images, 'audio': audio, 'text': texts}
+    _unknown_arguments(unknown, tuple(inputs_lib.ARGUMENTS.values()))
+    given = {'image': images, 'video': videos, 'audio': audio,
+             'text': texts}
     out = {}
     for modality, values in given.items():
       if values is None:
@@ -303,14 +306,14 @@ class Predictor:
     return buckets_lib.run(lambda x, chunk: fn(self._state, x), (x,),
                            self.buckets)
 
-  def embed(self, images=None, audio=None, texts=None, *,
+  def embed(self, images=None, audio=None, texts=None, *, videos=None,
             sample_rate: int | None = None, **unknown
             ) -> dict[str, np.ndarray]:
     """Embeds raw inputs of any modalities the model has.
 
     Args:
-      images, audio, texts: lists of raw values (multimodal/inputs.py),
-        each list its own N.
+      images, audio, texts, videos: lists of raw values
+        (multimodal/inputs.py), each list its own N.
       sample_rate: the rate of bare sample arrays in `audio`.
 
     Returns:
@@ -318,8 +321,8 @@ class Predictor:
       normalises them for its contrastive loss.
     """
     return self.embed_arrays(self.preprocess(
-        images=images, audio=audio, texts=texts, sample_rate=sample_rate,
-        **unknown))
+        images=images, audio=audio, texts=texts, videos=videos,
+        sample_rate=sample_rate, **unknown))
 
   # -------------------------------------------------------- zero-shot ---
 
@@ -391,16 +394,18 @@ class Predictor:
                     probs=probs.astype(np.float32))
 
   def zero_shot(self, labels: Sequence[str], prompts: Sequence[str] = ('{}',),
-                images=None, audio=None, *, sample_rate: int | None = None,
-                **unknown) -> ZeroShot:
-    """Classifies images or audio (one of them) among `labels`, described
-    by `prompts` templates (CLIP prompt ensembling; see `prototypes`)."""
-    _unknown_arguments(unknown, ('images', 'audio'))
-    given = {m: v for m, v in (('image', images), ('audio', audio))
-             if v is not None}
+                images=None, audio=None, *, videos=None,
+                sample_rate: int | None = None, **unknown) -> ZeroShot:
+    """Classifies images, videos or audio (one of them) among `labels`,
+    described by `prompts` templates (CLIP prompt ensembling; see
+    `prototypes`)."""
+    _unknown_arguments(unknown, ('images', 'videos', 'audio'))
+    given = {m: v for m, v in (('image', images), ('video', videos),
+                               ('audio', audio)) if v is not None}
     if len(given) != 1:
       raise InputError('bad_value', 'zero_shot classifies one modality per '
-                       f'call: give images= or audio=, got {sorted(given)}.')
+                       'call: give images=, videos= or audio=, got '
+                       f'{sorted(given)}.')
     (modality, values), = given.items()
     arrays = self.preprocess(sample_rate=sample_rate,
                              **{inputs_lib.ARGUMENTS[modality]: values})
@@ -425,16 +430,16 @@ class Predictor:
     return Decoding(**{**defaults, **options}).checked(
         d.get('max_new_tokens', 16), self.model.decoder.vocab_size)
 
-  def media_arrays(self, images=None, audio=None, *,
+  def media_arrays(self, images=None, audio=None, *, videos=None,
                    sample_rate: int | None = None
                    ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Raw media (None entries: that example lacks the modality) ->
     ({modality: arrays [N, ...]}, {modality: present bool [N]})."""
-    given = {m: v for m, v in (('image', images), ('audio', audio))
-             if v is not None}
+    given = {m: v for m, v in (('image', images), ('video', videos),
+                               ('audio', audio)) if v is not None}
     if not given:
-      raise InputError('bad_value', 'Give images= and/or audio= (lists, '
-                       'None for an example that lacks one).')
+      raise InputError('bad_value', 'Give images=, videos= and/or audio= '
+                       '(lists, None for an example that lacks one).')
     media, present = {}, {}
     for modality, values in given.items():
       self._field(modality)
@@ -524,34 +529,35 @@ class Predictor:
           f'{max_len} positions: ask for at most '
           f'{max_len - prompt.shape[1]} new tokens.')
 
-  def caption(self, images=None, audio=None, *,
+  def caption(self, images=None, audio=None, *, videos=None,
               sample_rate: int | None = None, method: str | None = None,
               max_new_tokens: int | None = None, **options) -> list[str]:
     """Captions (or transcripts) of raw media: one text per example.
 
-    images / audio: lists of raw values, one entry per example (None: the
-    example lacks that modality). Decoding: method 'greedy' | 'sample' |
-    'beam', max_new_tokens, temperature, top_k, beam_size, alpha, seed
-    (see Decoding; defaults from the export's config.decoding).
+    images / videos / audio: lists of raw values, one entry per example
+    (None: the example lacks that modality). Decoding: method 'greedy' |
+    'sample' | 'beam', max_new_tokens, temperature, top_k, beam_size,
+    alpha, seed (see Decoding; defaults from the export's config.decoding).
     """
     self.require('caption')
     decoding = self.decoding(method=method, max_new_tokens=max_new_tokens,
                              **options)
-    media, present = self.media_arrays(images, audio,
+    media, present = self.media_arrays(images, audio, videos=videos,
                                        sample_rate=sample_rate)
     n = len(next(iter(media.values())))
     return self.generate_arrays(media, present, self.caption_prompts(n),
                                 decoding).texts
 
   def answer(self, questions: Sequence[str], images=None, audio=None, *,
-             sample_rate: int | None = None, method: str | None = None,
+             videos=None, sample_rate: int | None = None,
+             method: str | None = None,
              max_new_tokens: int | None = None, **options) -> list[str]:
     """Answers one question per example about its media (as `caption`;
     a None media entry masks that modality for the example)."""
     self.require('answer')
     decoding = self.decoding(method=method, max_new_tokens=max_new_tokens,
                              **options)
-    media, present = self.media_arrays(images, audio,
+    media, present = self.media_arrays(images, audio, videos=videos,
                                        sample_rate=sample_rate)
     prompt = self.question_prompts(questions)
     n = len(next(iter(media.values())))

@@ -264,7 +264,9 @@ def test_clear_errors(tiny_exports, digits_data_dir, tmp_path):
   png = _records(_config('contrastive', digits_data_dir), 'test', 1)[0][
       'image']
   _raises('unknown_modality', lambda: m.embed(image=[png]), 'images=')
-  _raises('unknown_modality', lambda: m.embed_arrays({'video': np.zeros(3)}))
+  _raises('unknown_modality', lambda: m.embed_arrays({'depth': np.zeros(3)}))
+  _raises('missing_modality', lambda: m.embed_arrays({'video': np.zeros(3)}),
+          'no video tower')
   _raises('bad_image', lambda: m.embed(images=[b'not an image']),
           r'images\[0\]: Could not decode')
   _raises('missing_file', lambda: m.embed(images=[str(tmp_path / 'no.png')]))

@@ -269,6 +269,57 @@ def test_scan_layers_layouts_load_and_mismatch_clearly():
                              tree_lib.flatten(stacked), where='X')
 
 
+def test_init_from_inflates_an_image_tower_into_a_video_tower(tmp_path):
+  from multimodal.testing import exports  # pylint: disable=g-import-not-at-top
+  from projects.digits.configs import contrastive  # pylint: disable=g-import-not-at-top
+  out = exports.untrained_export(contrastive.get_config('tiny'),
+                                 str(tmp_path / 'image'))
+  exported = multimodal.load_pretrained(out).build_model()
+  frames = _inputs()['image']  # [4, 16, 16, 1]
+  want = np.asarray(exported.embed('image', jnp.asarray(frames)))
+  clips = np.repeat(frames[:, None], 4, axis=1)  # identical frames
+  moving = clips.copy()
+  moving[:, 2:] = frames[::-1, None]
+  source = tree_lib.flatten(pretrained.read_params(out))
+  source = source['towers/image/core/embed/kernel']  # [4*4*1, 32]
+  for attention, inflate in (('factorised', 'average'),
+                             ('joint', 'center')):
+    # The same model with a video tower (4 frames, tubelets of 2) where the
+    # image tower was (its pool: 'map'), initialised from the image export.
+    config = contrastive.get_config('tiny')
+    towers = config.model.towers.to_dict()
+    towers['video'] = dict(towers.pop('image'), name='vivit', num_frames=4,
+                           tubelet_time=2, attention=attention)
+    config.model.towers = towers
+    config.model.inputs = dict(video='video', audio='audio',
+                               image_text='text', audio_text='text')
+    config.model.pairs = (('video', 'image_text'), ('audio', 'audio_text'))
+    config.init_from.update(
+        path=out, rename=(('^(towers|heads)/image/', r'\1/video/'),),
+        exclude=('/temporal',),  # new parameters: identity-initialised
+        include=('^towers/', '^heads/'), inflate=inflate)
+    model = build_model(config.model, rngs=nnx.Rngs(1))
+    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+    arrays, notes = pretrained.init_from(config.init_from, config.model,
+                                         params)
+    assert any('inflated' in n for n in notes), notes
+    kernel = arrays['towers/video/core/embed/kernel'].reshape(16, 2, 1, 32)
+    if inflate == 'average':
+      np.testing.assert_allclose(kernel.sum(1)[:, 0], source, rtol=1e-6)
+    else:
+      np.testing.assert_array_equal(kernel[:, 1, 0], source)
+      np.testing.assert_array_equal(kernel[:, 0], 0)
+    flat = tree_lib.flatten(params)
+    flat.update(arrays)
+    model = pretrained.model_with_params(
+        config.model, tree_lib.unflatten_like(flat, params), where=out)
+    got = np.asarray(model.embed('video', jnp.asarray(clips)))
+    np.testing.assert_allclose(got, want, atol=1e-6, err_msg=attention)
+    # A clip that moves is not the image: the tower does see every frame.
+    assert np.abs(np.asarray(model.embed('video', jnp.asarray(moving)))
+                  - want).max() > 1e-3
+
+
 def test_resample_posemb_cases():
   table = np.arange(12, dtype=np.float32).reshape(12, 1)
   np.testing.assert_array_equal(pretrained.resample_posemb(

@@ -11,7 +11,7 @@ A clip value is one of
 from __future__ import annotations
 
 import io
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -52,7 +52,7 @@ def reorder(frames: list, order: str, rng: np.random.Generator) -> list:
   return frames
 
 
-def clip_frames(value) -> tuple[int, callable]:
+def clip_frames(value) -> tuple[int, Callable[[int], Any]]:
   """(number of frames, frame(i) -> encoded bytes or uint8 pixels).
 
   Only the frames asked for are decoded (a list of encoded frames); an
@@ -67,6 +67,8 @@ def clip_frames(value) -> tuple[int, callable]:
         raise VideoDecodeError(f'Could not read .npy bytes ({e}).') from e
     else:
       value = decode_video(value)
+  if isinstance(value, np.ndarray) and value.dtype.kind == 'S':
+    value = [bytes(v) for v in value]  # fixed-width bytes: encoded frames
   if isinstance(value, np.ndarray) and value.dtype != object:
     if value.dtype != np.uint8 or value.ndim not in (3, 4) or (
         value.ndim == 4 and value.shape[3] not in (1, 3)):
