@@ -42,7 +42,7 @@ def test_train_then_evaluate_with_shuffled_frames(experiment, video_data_dir,
   config = importlib.import_module(
       f'projects.digits.configs.{experiment}').get_config('tiny')
   config.dataset.data_dir = video_data_dir
-  final, _ = conftest.short_training_run(config, tmp_path, steps=12)
+  final, _ = conftest.short_training_run(config, tmp_path)  # 20 steps
   for name in EXPECTED[experiment]:
     assert 0.0 <= final[f'validation/{name}'] <= 1.0, name
   # The README's command: multimodal.evaluate with
