@@ -8,7 +8,7 @@ DEMO_CONFIG ?= projects/digits/configs/contrastive.py
 EXPORT_DIR ?= exports/contrastive_digits
 FINETUNE_WORKDIR ?= workdirs/vqa_finetune
 
-.PHONY: demo test test-all setup data clean finetune bench-peers \
+.PHONY: demo test test-all setup data video-data clean finetune bench-peers \
   filter-experiment
 
 $(VENV)/.installed: setup.cfg pyproject.toml
@@ -23,6 +23,13 @@ $(DATA_DIR)/digits_trimodal/1.0.0/dataset_info.json: | setup
 	$(PY) -m projects.digits.data.build --data_dir=$(DATA_DIR)
 
 data: $(DATA_DIR)/digits_trimodal/1.0.0/dataset_info.json
+
+# The moving digits (projects/digits/data/digits_video.py), about 15 s.
+$(DATA_DIR)/digits_video/1.0.0/dataset_info.json: | setup
+	$(PY) -m projects.digits.data.build --data_dir=$(DATA_DIR) \
+	  --dataset=digits_video
+
+video-data: $(DATA_DIR)/digits_video/1.0.0/dataset_info.json
 
 demo: setup data
 	$(PY) -m multimodal.train --config=$(DEMO_CONFIG) --workdir=$(WORKDIR) \

@@ -9,8 +9,15 @@ BPE model, vocab 320, ids pad=0 unk=1 bos=2 eos=3, digits split into
 single-digit pieces; single-threaded and unshuffled, so it is deterministic.
 Writes tokenizer.model (+ tokenizer.vocab) next to this file and checks that
 every text round-trips and each digit 0-9 is its own piece.
+
+    python -m projects.digits.data.make_tokenizer video
+
+trains digits_video's tokenizer the same way (video_tokenizer.model, vocab
+VIDEO_VOCAB_SIZE) on every caption, question and answer of
+video_captions.all_texts().
 """
 import os
+import sys
 
 import sentencepiece as spm
 
@@ -18,8 +25,10 @@ from projects.digits.data import captions
 from projects.digits.data import sources
 
 VOCAB_SIZE = 320
-MODEL_PREFIX = os.path.join(os.path.dirname(os.path.abspath(__file__)),
-                            'tokenizer')
+VIDEO_VOCAB_SIZE = 256
+_HERE = os.path.dirname(os.path.abspath(__file__))
+MODEL_PREFIX = os.path.join(_HERE, 'tokenizer')
+VIDEO_MODEL_PREFIX = os.path.join(_HERE, 'video_tokenizer')
 
 
 def corpus() -> list[str]:
@@ -51,12 +60,12 @@ def check(model_file: str, texts: list[str]) -> None:
       raise ValueError(f'digit {digit} is not a separate piece: {pieces}')
 
 
-def main():
-  texts = corpus()
+def train(texts: list[str], model_prefix: str, vocab_size: int) -> None:
+  """Trains, writes and checks <model_prefix>.model on `texts`."""
   spm.SentencePieceTrainer.train(
       sentence_iterator=iter(texts),
-      model_prefix=MODEL_PREFIX,
-      vocab_size=VOCAB_SIZE,
+      model_prefix=model_prefix,
+      vocab_size=vocab_size,
       model_type='bpe',
       pad_id=0, unk_id=1, bos_id=2, eos_id=3,
       split_digits=True,
@@ -68,9 +77,21 @@ def main():
       input_sentence_size=0,
       minloglevel=2,
   )
-  check(MODEL_PREFIX + '.model', texts)
-  print(f'{len(texts)} distinct texts; wrote {MODEL_PREFIX}.model')
+  check(model_prefix + '.model', texts)
+  print(f'{len(texts)} distinct texts; wrote {model_prefix}.model')
+
+
+def main(argv):
+  which = argv[1:] or ['trimodal']
+  if which == ['trimodal']:
+    train(corpus(), MODEL_PREFIX, VOCAB_SIZE)
+  elif which == ['video']:
+    from projects.digits.data import video_captions  # pylint: disable=g-import-not-at-top
+    train(video_captions.all_texts(), VIDEO_MODEL_PREFIX, VIDEO_VOCAB_SIZE)
+  else:
+    raise SystemExit(f'usage: python -m projects.digits.data.make_tokenizer '
+                     f'[video]; got {argv[1:]}')
 
 
 if __name__ == '__main__':
-  main()
+  main(sys.argv)
