@@ -11,6 +11,8 @@
   c.caption(images=['seven.png'])                 # ['a handwritten seven']
   v = multimodal.load_pretrained('exports/vqa_digits').predictor()
   v.answer(['what number is spoken?'], images=[img], audio=[(wave, 8000)])
+  v.explain(images=[img], audio=[(wave, 8000)],
+            questions=['what number is spoken?']).shapley  # which modality
 
 Everything is keyed by modality ('image', 'audio', 'text'), never by the
 dataset's field names: the model's fields are found through model.json and
@@ -37,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multimodal import buckets as buckets_lib
+from multimodal import explain as explain_lib
 from multimodal import inputs as inputs_lib
 from multimodal.evaluators import zeroshot as zeroshot_lib
 from multimodal.inputs import InputError
@@ -559,3 +562,45 @@ class Predictor:
       raise InputError('bad_value', f'{len(prompt)} questions for {n} '
                        'examples of media: give one question per example.')
     return self.generate_arrays(media, present, prompt, decoding).texts
+
+  # -------------------------------------------------------- explaining ---
+
+  def explain(self, images=None, audio=None, *,
+              questions: Sequence[str] | None = None,
+              labels: Sequence[str] | None = None,
+              prompts=('{}',), targets: Sequence[str] | None = None,
+              sample_rate: int | None = None, saliency: bool = True):
+    """Which modality drove each prediction (multimodal/explain.py).
+
+    Exact Shapley values over the media given (each modality masked as the
+    model masks a missing one; 2^M scored coalitions) and gradient x input
+    saliency over image pixels and spectrogram frames, of one score:
+
+    * captioning / VQA export: the log-probability (nats) of the target
+      text under teacher forcing (its tokens and end token given the prompt
+      and the media): the greedy caption / answer to `questions` by
+      default, or `targets` (one text per example).
+    * contrastive export: zero-shot among `labels` (`prompts`: templates,
+      or {modality: templates}) of images and/or audio, the media's logits
+      summed (late fusion); the log softmax probability of the predicted
+      label, or of `targets` (label names).
+
+    images, audio: lists of raw values, one per example (None: the example
+    lacks that modality, whose Shapley value is then 0). Returns a
+    multimodal.explain.Explanation (shapley, shares, saliency, scores);
+    multimodal.explain_plot.plot draws one example.
+    """
+    if self.generative:
+      if labels is not None:
+        raise InputError('bad_value', 'labels= are for contrastive exports; '
+                         f'this is a {self.task} model.')
+      return explain_lib.explain_generative(
+          self, images, audio, questions=questions, targets=targets,
+          sample_rate=sample_rate, saliency=saliency)
+    if questions is not None or labels is None:
+      raise InputError('bad_value', 'A contrastive export explains a zero-'
+                       'shot label: give labels=[...] (and prompts=), not '
+                       'questions=.')
+    return explain_lib.explain_contrastive(
+        self, labels, prompts, images, audio, targets=targets,
+        sample_rate=sample_rate, saliency=saliency)
