@@ -100,8 +100,14 @@ def _no_pad_predictions(export):
   return Predictor(export, model=model)
 
 
-def test_vqa_explain_scores_efficiency_and_saliency(tiny_exports, records):
-  v = _no_pad_predictions(multimodal.load_pretrained(tiny_exports['vqa']))
+@pytest.fixture(scope='module')
+def vqa(tiny_exports):
+  """One VQA predictor for the module (its jitted functions compile once)."""
+  return _no_pad_predictions(multimodal.load_pretrained(tiny_exports['vqa']))
+
+
+def test_vqa_explain_scores_efficiency_and_saliency(vqa, records):
+  v = vqa
   images = [r['image'] for r in records]
   audio = [r['qa_speech'] for r in records]
   e = v.explain(images, audio, questions=QUESTIONS)
@@ -152,8 +158,8 @@ def test_vqa_explain_scores_efficiency_and_saliency(tiny_exports, records):
                                rtol=0.05, atol=2e-3)
 
 
-def test_a_missing_modality_is_a_dummy(tiny_exports, records):
-  v = multimodal.load_pretrained(tiny_exports['vqa']).predictor()
+def test_a_missing_modality_is_a_dummy(tiny_exports, vqa, records):
+  v = vqa
   images = [r['image'] for r in records]
   audio = [records[0]['qa_speech'], None, None]
   e = v.explain(images, audio, questions=QUESTIONS,
@@ -213,8 +219,8 @@ def test_contrastive_explain_and_an_ignored_modality(tiny_exports, records):
     m.explain(images, audio, labels=LABELS, prompts={'image': ['{}']})
 
 
-def test_explain_errors_on_generative_exports(tiny_exports, records):
-  v = multimodal.load_pretrained(tiny_exports['vqa']).predictor()
+def test_explain_errors_on_generative_exports(tiny_exports, vqa, records):
+  v = vqa
   images = [r['image'] for r in records]
   with pytest.raises(InputError, match='give questions'):
     v.explain(images)
@@ -227,23 +233,22 @@ def test_explain_errors_on_generative_exports(tiny_exports, records):
     c.explain(images, questions=QUESTIONS)
 
 
-def test_plot_is_written(tiny_exports, records, tmp_path, monkeypatch):
-  v = multimodal.load_pretrained(tiny_exports['vqa']).predictor()
-  e = v.explain([records[0]['image']], [records[0]['qa_speech']],
-                questions=QUESTIONS[:1])
+def test_plot_is_written(vqa, records, tmp_path, monkeypatch):
+  e = vqa.explain([r['image'] for r in records],
+                  [r['qa_speech'] for r in records], questions=QUESTIONS)
   path = explain_plot.plot(e, 0, str(tmp_path / 'why.png'))
   with open(path, 'rb') as f:
     data = f.read()
   assert data[:8] == b'\x89PNG\r\n\x1a\n' and len(data) > 5000
   with pytest.raises(IndexError, match='outside'):
-    explain_plot.plot(e, 1, str(tmp_path / 'no.png'))
+    explain_plot.plot(e, 3, str(tmp_path / 'no.png'))
   monkeypatch.setitem(sys.modules, 'matplotlib', None)
   with pytest.raises(ImportError, match=r'pip install -e "\.\[explain\]"'):
     explain_plot.plot(e, 0, str(tmp_path / 'no.png'))
 
 
-def test_table_over_a_split(tiny_exports):
-  v = multimodal.load_pretrained(tiny_exports['vqa']).predictor()
+def test_table_over_a_split(vqa):
+  v = vqa
   parts = list(explain.explain_split(v, v.config, 'test', limit=3,
                                      records_per_call=2))
   groups = sum((p[0] for p in parts), [])
