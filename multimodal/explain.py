@@ -9,6 +9,11 @@ r"""Which modality drove a prediction: exact Shapley values and saliency.
   e.saliency         # {'image': [1, S, S], 'audio': [1, T]}
   multimodal.explain_plot.plot(e, 0, 'why.png')
 
+  # Mean shares per question type over a split (a Markdown table):
+  python -m multimodal.explain --pretrained exports/vqa_digits \
+      --data_dir data [--split test] [--limit RECORDS] \
+      [--plot why.png --plot_record 0 --plot_item 1]
+
 The game. The players are the media modalities of the prediction
 (`modalities`, M <= 3 here): a generative model's towers given in the call,
 or the media a contrastive model classifies. A coalition S is a modality
@@ -429,7 +434,8 @@ def _zero_shot_settings(config, modality: str):
 
 
 def explain_split(predictor, config, split: str, *, limit: int | None = None,
-                  records_per_call: int = 24):
+                  start: int = 0, records_per_call: int = 24,
+                  saliency: bool = False):
   """Explains the model's predictions over a split of its dataset.
 
   VQA: every question of every record (its media repeated per question),
@@ -442,8 +448,10 @@ def explain_split(predictor, config, split: str, *, limit: int | None = None,
     predictor: a Predictor of the export.
     config: the experiment config (predictor.config, data_dir set).
     split: e.g. 'test'.
-    limit: at most this many records (None: all).
+    limit: explain records start..limit - 1 (None: to the end).
+    start: the first record.
     records_per_call: records per explain call.
+    saliency: also compute gradient x input.
 
   Yields:
     (groups: list of N str, correct: bool [N] (target equals the
@@ -466,19 +474,20 @@ def explain_split(predictor, config, split: str, *, limit: int | None = None,
     labels = next(iter(settings.values()))[0]
     protos = {m: predictor.prototypes(m, labels, settings[m][1])
               for m in media_fields}
-  for start in range(0, count, records_per_call):
+  for first in range(start, count, records_per_call):
     rows = [pre(source[i], np.random.default_rng(0))
-            for i in range(start, min(count, start + records_per_call))]
+            for i in range(first, min(count, first + records_per_call))]
     stack = lambda f: np.stack([r[f] for r in rows])
     media = {m: stack(f) for m, f in media_fields.items()}
     if not predictor.generative:
       yield (['all'] * len(rows), None, contrastive_arrays(
-          predictor, media, None, protos, labels=labels, saliency=False))
+          predictor, media, None, protos, labels=labels,
+          saliency=saliency))
       continue
     if not vqa:
       out = generative_arrays(predictor, media, None,
                               predictor.caption_prompts(len(rows)),
-                              saliency=False)
+                              saliency=saliency)
       yield ['all'] * len(rows), None, out
       continue
     questions = stack('question')
@@ -490,7 +499,8 @@ def explain_split(predictor, config, split: str, *, limit: int | None = None,
     media = {m: np.repeat(x, k, axis=0) for m, x in media.items()}
     flat = questions.reshape(-1, questions.shape[-1])
     prompt = np.asarray(text_generation.bos_prompt(flat, ids=tokenizer.ids))
-    out = generative_arrays(predictor, media, None, prompt, saliency=False)
+    out = generative_arrays(predictor, media, None, prompt,
+                            saliency=saliency)
     out.prompts = [tokenizer.decode(q) for q in flat]
     refs = [tokenizer.decode(a) for a in answers.reshape(
         -1, answers.shape[-1])]
@@ -553,6 +563,14 @@ def main(argv):
     print(f'explained {sum(len(p[0]) for p in parts)} predictions',
           flush=True)
   print(shares_table(parts))
+  if args.plot:
+    from multimodal import explain_plot  # pylint: disable=g-import-not-at-top
+    (_, _, e), = explain_split(predictor, config, args.split,
+                               start=args.plot_record,
+                               limit=args.plot_record + 1, saliency=True)
+    explain_plot.plot(e, args.plot_item, args.plot)
+    print(f'wrote {args.plot}: record {args.plot_record}, item '
+          f'{args.plot_item}')
 
 
 if __name__ == '__main__':
@@ -564,4 +582,9 @@ if __name__ == '__main__':
                       'the recorded config.dataset.data_dir).')
   flags.DEFINE_string('split', 'test', 'The split to explain.')
   flags.DEFINE_integer('limit', None, 'At most this many records.')
+  flags.DEFINE_string('plot', None, 'Also plot one explained prediction to '
+                      'this PNG (needs matplotlib).')
+  flags.DEFINE_integer('plot_record', 0, 'The record to plot.')
+  flags.DEFINE_integer('plot_item', 0, 'Which of its predictions (VQA: the '
+                       'question, in the record\'s order).')
   app.run(main)

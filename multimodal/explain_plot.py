@@ -54,8 +54,12 @@ def plot(explanation, index: int, path: str, *, title: str | None = None,
       ax.imshow(pixels[..., 0] if x.shape[-1] == 1 else pixels,
                 cmap='gray', vmin=0, vmax=1)
       if sal is not None:
+        # Colour by sign, opacity by magnitude: the digit shows through
+        # where the saliency is small.
         lim = _symmetric(sal)
-        ax.imshow(sal, cmap='bwr', vmin=-lim, vmax=lim, alpha=0.55)
+        rgba = plt.get_cmap('bwr')((sal / lim + 1) / 2)
+        rgba[..., 3] = 0.85 * np.abs(sal) / lim
+        ax.imshow(rgba)
       ax.set_title(f'{m}: gradient x input', fontsize=9)
       ax.set_xticks([])
       ax.set_yticks([])
