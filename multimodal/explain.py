@@ -52,6 +52,10 @@ model's masking feeds its tower) to the input.
 """
 from __future__ import annotations
 
+# This module extends multimodal.predictor.Predictor (its fields, pairs and
+# cache of jitted functions), so it reads the predictor's private parts.
+# pylint: disable=protected-access
+
 import dataclasses
 import math
 from typing import Mapping, Sequence
@@ -196,8 +200,12 @@ def generative_arrays(predictor, media: Mapping[str, np.ndarray],
     saliency: also compute gradient x input (one backward pass).
   """
   ids = predictor.inputs.tokenizer.ids
+  unknown = sorted(set(media) - set(predictor.fields))
+  if unknown or not media:
+    raise InputError('missing_modality', f'media {sorted(media)}: this model '
+                     f'reads a non-empty subset of {list(predictor.fields)}.')
   names = tuple(m for m in predictor.fields if m in media)
-  fields = {m: predictor._field(m) for m in names}  # pylint: disable=protected-access
+  fields = {m: predictor._field(m) for m in names}
   n = len(prompt)
   present = {m: np.ones(n, bool) if present is None or m not in present
              else np.asarray(present[m], bool) for m in names}
@@ -227,15 +235,15 @@ def generative_arrays(predictor, media: Mapping[str, np.ndarray],
   masks = coalitions(len(names))
 
   def score(model, media, present, inputs, labels, weights):
-    memory, mask = model.encode({m: media[m] for m in names},
-                                {m: present[m] for m in names})
+    memory, mask = model.encode({fields[m]: media[m] for m in names},
+                                {fields[m]: present[m] for m in names})
     logits = model.decoder(inputs, memory, mask)
     logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
     token = jnp.take_along_axis(logp, labels[..., None], axis=-1)[..., 0]
     return jnp.sum(token * weights, axis=1)
 
   def body(state, media, present, inputs, labels, weights):
-    model = nnx.merge(predictor._graphdef, state)  # pylint: disable=protected-access
+    model = nnx.merge(predictor._graphdef, state)
     k, b = len(masks), inputs.shape[0]
     # Every coalition as its own rows: [K * B], coalition-major.
     tiled = {m: jnp.tile(media[m], (k,) + (1,) * (media[m].ndim - 1))
@@ -254,9 +262,9 @@ def generative_arrays(predictor, media: Mapping[str, np.ndarray],
     return out
 
   key = ('explain', names, inputs.shape[1], saliency)
-  fn = predictor._jit(key, f'explain/{"+".join(names)}', body)  # pylint: disable=protected-access
+  fn = predictor._jit(key, f'explain/{"+".join(names)}', body)
   out = buckets_lib.run(
-      lambda *a, chunk: fn(predictor._state, *a),  # pylint: disable=protected-access
+      lambda *a, chunk: fn(predictor._state, *a),
       ({m: media[m] for m in names}, present, inputs.astype(np.int32),
        labels.astype(np.int32), weights.astype(np.float32)),
       predictor.buckets)
@@ -367,8 +375,8 @@ def contrastive_arrays(predictor, media: Mapping[str, np.ndarray],
   int [N] the class explained, None: the fused prediction.
   """
   names = tuple(m for m in inputs_lib.MODALITIES if m in media)
-  fields = {m: predictor._field(m) for m in names}  # pylint: disable=protected-access
-  pairs = {m: predictor._pair(m)[0] for m in names}  # pylint: disable=protected-access
+  fields = {m: predictor._field(m) for m in names}
+  pairs = {m: predictor._pair(m)[0] for m in names}
   n = len(media[names[0]])
   present = {m: np.ones(n, bool) if present is None or m not in present
              else np.asarray(present[m], bool) for m in names}
@@ -388,7 +396,7 @@ def contrastive_arrays(predictor, media: Mapping[str, np.ndarray],
     return jnp.stack(out, axis=1)
 
   def body(state, protos, media, present, index):
-    model = nnx.merge(predictor._graphdef, state)  # pylint: disable=protected-access
+    model = nnx.merge(predictor._graphdef, state)
     logits = per_modality(model, protos, media, present)
     if predict:
       index = jnp.argmax(jnp.sum(logits, axis=1), axis=-1)
@@ -410,9 +418,9 @@ def contrastive_arrays(predictor, media: Mapping[str, np.ndarray],
   # The prototypes are an argument, not a constant: one compilation serves
   # any labels of the same count.
   key = ('explain', names, predict, saliency)
-  fn = predictor._jit(key, f'explain/{"+".join(names)}', body)  # pylint: disable=protected-access
+  fn = predictor._jit(key, f'explain/{"+".join(names)}', body)
   out = buckets_lib.run(
-      lambda *a, chunk: fn(predictor._state, protos, *a),  # pylint: disable=protected-access
+      lambda *a, chunk: fn(predictor._state, protos, *a),
       ({m: media[m] for m in names}, present, index), predictor.buckets)
   return _finish(names, [labels[i] for i in out['index']], out['values'],
                  np.stack([present[m] for m in names], axis=1),
@@ -458,7 +466,7 @@ def explain_split(predictor, config, split: str, *, limit: int | None = None,
     reference answer; VQA only, else None), Explanation of N) per call.
   """
   from multimodal.data import pipeline  # pylint: disable=g-import-not-at-top
-  media_fields = {m: predictor._field(m) for m in predictor.fields  # pylint: disable=protected-access
+  media_fields = {m: predictor._field(m) for m in predictor.fields
                   if m != 'text'}
   vqa = predictor.task == 'vqa'
   typed = vqa and 'question_type' in config.input.fields

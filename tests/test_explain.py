@@ -5,7 +5,6 @@ import itertools
 import math
 import sys
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -17,6 +16,7 @@ from multimodal import explain_plot
 from multimodal.data import pipeline
 from multimodal.inputs import InputError
 from multimodal.predictor import Predictor
+from multimodal.tasks import text_generation
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
@@ -79,7 +79,6 @@ def test_shapley_values_of_known_games():
 
 def _teacher_forced(predictor, media, present, prompt, target):
   """log p(target | prompt, media, present) from the model's __call__."""
-  from multimodal.tasks import text_generation  # pylint: disable=g-import-not-at-top
   ids = predictor.inputs.tokenizer.ids
   inputs, labels, weights, _ = text_generation.teacher_forcing(
       prompt, target, predictor.model.decoder.max_len, ids=ids)
