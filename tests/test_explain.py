@@ -3,6 +3,8 @@ the modality-present mask, gradient x input saliency, explain() through
 the predictor, the plot and the per-group table."""
 import itertools
 import math
+import os
+import subprocess
 import sys
 
 import jax
@@ -263,3 +265,25 @@ def test_table_over_a_split(vqa):
   assert sorted(rows) == ['all', 'larger', 'match', 'spoken', 'sum',
                           'written']
   assert rows['written'][1] == '3' and rows['all'][1] == '15'
+
+
+def test_cli_prints_the_table_and_plots(tiny_exports, digits_data_dir,
+                                        tmp_path):
+  """python -m multimodal.explain on a contrastive export: the fused
+  zero-shot labels of its zero-shot evaluators' classes and prompts."""
+  root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+      p for p in (root, os.environ.get('PYTHONPATH', '')) if p))
+  png = tmp_path / 'why.png'
+  run = subprocess.run(
+      [sys.executable, '-m', 'multimodal.explain', '--pretrained',
+       tiny_exports['contrastive'], '--data_dir', digits_data_dir,
+       '--limit', '3', '--plot', str(png), '--plot_record', '2'],
+      capture_output=True, text=True, env=env, cwd=root, timeout=600,
+      check=False)
+  assert run.returncode == 0, run.stderr[-2000:]
+  lines = [l for l in run.stdout.splitlines() if l.startswith('|')]
+  assert lines[0].startswith('| group | n | correct % | image share % | '
+                             'audio share %')
+  assert lines[2].startswith('| all | 3 | - |')
+  assert png.read_bytes()[:4] == b'\x89PNG'
