@@ -14,6 +14,8 @@
   # a model with a video tower: videos=['clip_frames/', 'clip.npy', ...]
   s = multimodal.load_pretrained('exports/tts_digits').predictor()
   wave = s.speak('the word seven')   # float32 [N] at s.sample_rate (16 kHz)
+  v.explain(images=[img], audio=[(wave, 8000)],
+            questions=['what number is spoken?']).shapley  # which modality
 
 Everything is keyed by modality ('image', 'video', 'audio', 'text'), never
 by the dataset's field names: the model's fields are found through
@@ -41,6 +43,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from multimodal import buckets as buckets_lib
+from multimodal import explain as explain_lib
 from multimodal import inputs as inputs_lib
 from multimodal.data import audio as audio_lib
 from multimodal.data import griffin_lim
@@ -638,3 +641,45 @@ class Predictor:
     mel, lengths = self.synthesize_arrays(ids)
     waves = self.waveforms(mel, lengths, iterations=iterations)
     return waves[0] if single else waves
+
+  # -------------------------------------------------------- explaining ---
+
+  def explain(self, images=None, audio=None, *,
+              questions: Sequence[str] | None = None,
+              labels: Sequence[str] | None = None,
+              prompts=('{}',), targets: Sequence[str] | None = None,
+              sample_rate: int | None = None, saliency: bool = True):
+    """Which modality drove each prediction (multimodal/explain.py).
+
+    Exact Shapley values over the media given (each modality masked as the
+    model masks a missing one; 2^M scored coalitions) and gradient x input
+    saliency over image pixels and spectrogram frames, of one score:
+
+    * captioning / VQA export: the log-probability (nats) of the target
+      text under teacher forcing (its tokens and end token given the prompt
+      and the media): the greedy caption / answer to `questions` by
+      default, or `targets` (one text per example).
+    * contrastive export: zero-shot among `labels` (`prompts`: templates,
+      or {modality: templates}) of images and/or audio, the media's logits
+      summed (late fusion); the log softmax probability of the predicted
+      label, or of `targets` (label names).
+
+    images, audio: lists of raw values, one per example (None: the example
+    lacks that modality, whose Shapley value is then 0). Returns a
+    multimodal.explain.Explanation (shapley, shares, saliency, scores);
+    multimodal.explain_plot.plot draws one example.
+    """
+    if self.generative:
+      if labels is not None:
+        raise InputError('bad_value', 'labels= are for contrastive exports; '
+                         f'this is a {self.task} model.')
+      return explain_lib.explain_generative(
+          self, images, audio, questions=questions, targets=targets,
+          sample_rate=sample_rate, saliency=saliency)
+    if questions is not None or labels is None:
+      raise InputError('bad_value', 'A contrastive export explains a zero-'
+                       'shot label: give labels=[...] (and prompts=), not '
+                       'questions=.')
+    return explain_lib.explain_contrastive(
+        self, labels, prompts, images, audio, targets=targets,
+        sample_rate=sample_rate, saliency=saliency)
