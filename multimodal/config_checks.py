@@ -385,10 +385,10 @@ def _mesh(config) -> list[str]:
       mesh_lib.check_batch_size(size, mesh)
     except ValueError as e:
       out.append(problem(key, size, str(e)))
-  return out + _pipeline(config, mesh)
+  return out + pipeline_problems(config, mesh)
 
 
-def _pipeline(config, mesh) -> list[str]:
+def pipeline_problems(config, mesh) -> list[str]:
   """config.pipeline against the mesh: microbatches that split every batch
   evenly, and each microbatch over the batch shards."""
   count = _get(config, 'pipeline.microbatches', 4)

@@ -33,7 +33,8 @@ LAYOUTS = {  # name: mesh
 FAST = ('stage4_x_data2',)
 STEPS, BATCH, MICROBATCHES, DEPTH = 3, 16, 4, 4
 # A stacked kernel [layers, embed, mlp] of the pipelined image tower.
-KERNEL = ('towers', 'image', 'core', 'encoder', 'blocks', 'mlp', 'fc1', 'kernel')
+KERNEL = ('towers', 'image', 'core', 'encoder', 'blocks', 'mlp', 'fc1',
+          'kernel')
 
 
 def _config():
@@ -261,11 +262,31 @@ def test_config_check_names_pipeline_problems():
   # Batches against microbatches x batch shards (a mesh of 8 devices).
   mesh = types.SimpleNamespace(shape=dict(stage=2, data=4, fsdp=1, tensor=1))
   config.batch_size, config.pipeline.microbatches = 16, 8
-  found = ' '.join(config_checks._pipeline(config, mesh))  # pylint: disable=protected-access
+  found = ' '.join(config_checks.pipeline_problems(config, mesh))
   assert 'config.batch_size=16' in found and 'multiple of 32' in found
   config.pipeline.microbatches = 0
-  found = ' '.join(config_checks._pipeline(config, mesh))  # pylint: disable=protected-access
+  found = ' '.join(config_checks.pipeline_problems(config, mesh))
   assert 'config.pipeline.microbatches=0' in found
+
+
+def test_stage_axis_of_the_mesh():
+  # pylint: disable=g-import-not-at-top
+  import types
+  from multimodal import mesh as mesh_lib
+  assert mesh_lib.mesh_axes(dict(data=-1)) == ('data', 'fsdp', 'tensor')
+  assert mesh_lib.axis_sizes(dict(stage=2, data=-1), 8) == (2, 4, 1, 1)
+  assert mesh_lib.mesh_axes(dict(stage=2)) == ('stage', 'data', 'fsdp',
+                                               'tensor')
+  with pytest.raises(ValueError, match='number of pipeline stages'):
+    mesh_lib.axis_sizes(dict(stage=-1, data=2), 8)
+  # Across 2 slices (or hosts), one stage on each: only `stage` crosses.
+  devices = [types.SimpleNamespace(id=i, process_index=i // 8,
+                                   slice_index=i // 8, platform='cpu',
+                                   device_kind='cpu') for i in range(16)]
+  grid = mesh_lib.device_grid(dict(data=1, fsdp=-1, dcn_stage=2), devices)
+  assert grid.shape == (2, 1, 8, 1)
+  for i in range(2):
+    assert {d.slice_index for d in grid[i].flat} == {i}
 
 
 if __name__ == '__main__':

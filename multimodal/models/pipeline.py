@@ -63,8 +63,9 @@ def num_stages() -> int:
   mesh = jax.sharding.get_abstract_mesh()
   if mesh.empty or AXIS not in mesh.axis_names:
     return 1
-  if mesh._name_to_type[AXIS] == jax.sharding.AxisType.Manual:  # pylint: disable=protected-access
-    return 1  # already inside a stage
+  types = dict(zip(mesh.axis_names, mesh.axis_types))
+  if types[AXIS] == jax.sharding.AxisType.Manual:
+    return 1  # already inside a stage's shard_map
   return mesh.shape[AXIS]
 
 
