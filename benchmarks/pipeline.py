@@ -126,20 +126,25 @@ def run(stages: int) -> dict:
   }
 
 
+def _row(r: dict) -> str:
+  return (f'| {r["stages"]} | {r["step_s"] * 1e3:.0f} ms | '
+          f'{r["bubble"]:.1%} | {r["flops_per_device"]:.3g} | '
+          f'{r["param_mib_per_device"]:.2f} MiB | '
+          f'{r["param_mib_total"]:.2f} MiB | {r["loss"]:.4f} |')
+
+
 def main() -> list[dict]:
   flags.FLAGS.mark_as_parsed()
-  rows = [run(s) for s in STAGES]
   print(f'depth {ARGS.depth}, width {ARGS.width}, batch {ARGS.batch}, '
         f'{ARGS.microbatches} microbatches; {jax.devices()[0].platform} '
         'fake devices, one per stage')
   print('| stages | step (median) | bubble | XLA flops/device | params/device '
         '| params total | loss |')
-  print('| --- | --- | --- | --- | --- | --- | --- |')
-  for r in rows:
-    print(f'| {r["stages"]} | {r["step_s"] * 1e3:.0f} ms | '
-          f'{r["bubble"]:.1%} | {r["flops_per_device"]:.3g} | '
-          f'{r["param_mib_per_device"]:.2f} MiB | '
-          f'{r["param_mib_total"]:.2f} MiB | {r["loss"]:.4f} |')
+  print('| --- | --- | --- | --- | --- | --- | --- |', flush=True)
+  rows = []
+  for s in STAGES:  # each row as soon as it is measured
+    rows.append(run(s))
+    print(_row(rows[-1]), flush=True)
   if ARGS.json:
     pathlib.Path(ARGS.json).write_text(json.dumps(rows, indent=2))
   return rows

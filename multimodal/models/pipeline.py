@@ -1,8 +1,9 @@
 """Pipeline parallelism: stacked layers split into stages over a mesh axis.
 
 When the mesh in context (`jax.set_mesh`) has a `stage` axis of size S > 1,
-an Encoder with `scan_layers=True` runs its stacked blocks as a GPipe
-pipeline instead of one `nnx.scan` (`run`): the blocks' parameters, whose
+an Encoder (a tower's) or a TextDecoder (in training) with
+`scan_layers=True` runs its stacked blocks as a GPipe pipeline instead of
+one `nnx.scan` (`run`): the blocks' parameters, whose
 leading 'layers' axis the sharding rules put on `stage`, hold depth / S
 consecutive layers per stage; the batch is cut into M microbatches
 (config.pipeline.microbatches, `microbatches` below) that flow through the
@@ -22,13 +23,15 @@ microbatch is still split over data x fsdp). Gradients come from JAX's
 autodiff through the scan, `ppermute` and `psum` (the backward pass runs
 the schedule in reverse).
 
-Outside a stage mesh (one device, serving, an export) the same parameters
-run as one `nnx.scan`: the layout is unchanged.
+The last stage's outputs reach every stage by a `psum` (the rest of the
+model, outside the stacks, runs on every stage). Stacks with dropout RNGs
+are not pipelined (an error says so). Outside a stage mesh (one device,
+serving, an export) the same parameters run as one `nnx.scan`: the layout
+is unchanged.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 from typing import Callable
 
