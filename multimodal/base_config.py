@@ -57,9 +57,14 @@ def base() -> mlc.ConfigDict:
   c.train_split = 'train'
   c.eval_split = 'test'
   # Mesh axis sizes (one may be -1); dcn_* split an axis across TPU slices
-  # or hosts (see multimodal/mesh.py).
-  c.mesh = dict(data=-1, fsdp=1, tensor=1, dcn_data=1, dcn_fsdp=1,
-                dcn_tensor=1)
+  # or hosts (see multimodal/mesh.py). stage > 1 pipelines the stacked
+  # layers (scan_layers) of towers and decoders over that many stages.
+  c.mesh = dict(stage=1, data=-1, fsdp=1, tensor=1, dcn_stage=1, dcn_data=1,
+                dcn_fsdp=1, dcn_tensor=1)
+  # Pipeline schedule (multimodal/models/pipeline.py), used when the mesh
+  # has stages: each batch is cut into `microbatches`, and a device idles
+  # (stages - 1) / (microbatches + stages - 1) of the step (the bubble).
+  c.pipeline = dict(microbatches=4)
   # Which mesh axes each logical parameter/activation axis is split over: a
   # preset of multimodal/sharding.py (data_parallel, fsdp, fsdp_tensor) plus
   # (name, mesh_axes) overrides. E.g. FSDP over 8 devices:

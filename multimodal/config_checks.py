@@ -24,7 +24,8 @@ model passed; the trace runs only when everything else passed.
              field kinds.
   mesh       axis sizes against the devices, batches that divide over the
              batch shards and processes (mesh.check_batch_size), sharding
-             rules.
+             rules; with pipeline stages (mesh.stage > 1), batches that
+             divide into pipeline.microbatches times the batch shards.
   files      init_from.path (on a fresh run; regexes always) and
              input.tokenizer exist; the tokenizer fits every vocab_size;
              restore_step names a checkpoint in the workdir.
@@ -34,14 +35,17 @@ model passed; the trace runs only when everything else passed.
              registered opener): settings, split names, paths, and record
              keys its metadata lists, all without reading a record.
   model      the task fits the model (Task.model_methods); the model builds
-             abstractly; the task and its evaluators build; every field
-             the task needs has a record key (input.fields) and a kind.
+             abstractly; with pipeline stages, it stacks layers
+             (scan_layers) in depths the stages divide; the task and its
+             evaluators build; every field the task needs has a record key
+             (input.fields) and a kind.
   trace      the training loss traced abstractly on the input shapes
              (FieldKind.example_shape), which finds sizes the towers do not
              take (image_size, num_frames, max_text_len...).
 """
 from __future__ import annotations
 
+import math
 import numbers
 import os
 import re
@@ -62,6 +66,7 @@ from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
+from multimodal.models import pipeline as pipeline_lib
 from multimodal.models import video as video_model
 
 # Problems longer than this are cut: a one-line error must stay readable.
@@ -395,7 +400,60 @@ def _mesh(config) -> list[str]:
       mesh_lib.check_batch_size(size, mesh)
     except ValueError as e:
       out.append(problem(key, size, str(e)))
+  return out + pipeline_problems(config, mesh)
+
+
+def pipeline_problems(config, mesh) -> list[str]:
+  """config.pipeline against the mesh: microbatches that split every batch
+  evenly, and each microbatch over the batch shards."""
+  count = _get(config, 'pipeline.microbatches', 4)
+  if not _is_int(count) or count < 1:
+    return [problem('pipeline.microbatches', count, 'a count >= 1 of the '
+                    'microbatches a pipelined batch is cut into')]
+  stages = mesh.shape.get(mesh_lib.STAGE, 1)
+  if stages == 1:
+    return []
+  out = []
+  shards = math.prod(mesh.shape[a] for a in mesh_lib.BATCH_AXES)
+  for key in ('batch_size', 'eval_batch_size'):
+    size = _get(config, key, None)
+    if _is_int(size) and size >= 1 and size % (count * shards):
+      out.append(problem(key, size, f'with {stages} pipeline stages each '
+                         f'batch is cut into config.pipeline.microbatches='
+                         f'{count}, each split over the {shards} batch shards '
+                         f'(mesh {dict(mesh.shape)}): use a multiple of '
+                         f'{count * shards}, or change the microbatches'))
   return out
+
+
+def _stacked_layers(model) -> dict[str, int]:
+  """{path of a stacked block module: its depth} for every parameter whose
+  leading axis is 'layers' (scan_layers): what a stage mesh pipelines."""
+  found = {}
+  for path, v in nnx.to_flat_state(nnx.state(model, nnx.Param)):
+    names = v.get_metadata().get('out_sharding') or ()
+    if names and names[0] == 'layers':
+      keys = [str(k) for k in path]
+      end = keys.index('blocks') + 1 if 'blocks' in keys else len(keys)
+      found['/'.join(keys[:end])] = v.shape[0]
+  return found
+
+
+def _pipeline_model(config, model) -> list[str]:
+  stages = mesh_lib.stages(_get(config, 'mesh', {}) or {})
+  if stages <= 1:
+    return []
+  stacks = _stacked_layers(model)
+  if not stacks:
+    return [problem('mesh.stage', stages, 'pipeline stages split stacked '
+                    'layers, but no part of config.model stacks its layers: '
+                    'set scan_layers=True on the towers or decoder to '
+                    'pipeline (e.g. --config.model.towers.image.scan_layers='
+                    'True), or use stage=1')]
+  return [problem('mesh.stage', stages, f'{path} has {depth} layers, which '
+                  f'do not split into {stages} pipeline stages: use a depth '
+                  f'that is a multiple of {stages}, or another stage count')
+          for path, depth in sorted(stacks.items()) if depth % stages]
 
 
 # ---------------------------------------------------------------- files ---
@@ -559,6 +617,9 @@ def _model_and_task(config, build_task: bool, trace: bool) -> list[str]:
     model = pretrained.abstract_model(config.model)
   except Exception as e:  # pylint: disable=broad-except
     return [_model_problem(config, e)]
+  stages = _pipeline_model(config, model)
+  if stages:
+    return stages
   if not build_task:
     return []
   try:
@@ -583,7 +644,9 @@ def _trace_loss(config, task, model, shapes) -> list[str]:
                              config.sharding.get('overrides', ()))
   graphdef, state = nnx.split(model)
   try:
-    with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+    with (jax.set_mesh(mesh), nnx.logical_axis_rules(rules),
+          pipeline_lib.microbatches(
+              _get(config, 'pipeline.microbatches', 4))):
       jax.eval_shape(lambda s, b: task.loss(nnx.merge(graphdef, s), b),
                      state, batch)
   except Exception as e:  # pylint: disable=broad-except

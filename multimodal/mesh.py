@@ -12,6 +12,13 @@ sizes then describe one slice. E.g. 2 slices of v5e-16, data parallel across
 slices and FSDP within each: ``dict(data=1, fsdp=-1, tensor=1, dcn_data=2)``
 gives mesh {data: 2, fsdp: 16, tensor: 1}, where only the data axis crosses
 the data-centre network. Built with `mesh_utils.create_hybrid_device_mesh`.
+
+Pipeline parallelism: ``stage`` (and ``dcn_stage`` across slices) splits the
+stacked layers of scan_layers towers and decoders into that many pipeline
+stages (multimodal/models/pipeline.py). The mesh has the axis, outermost,
+only when its size is > 1, so that meshes without pipelining keep their
+three axes; it never takes -1. E.g. 2 slices, one stage on each:
+``dict(data=1, fsdp=-1, tensor=1, dcn_stage=2)``.
 """
 from __future__ import annotations
 
@@ -22,19 +29,37 @@ from jax.experimental import mesh_utils
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 AXES = ('data', 'fsdp', 'tensor')
-DCN_AXES = tuple(f'dcn_{a}' for a in AXES)
+STAGE = 'stage'
+ALL_AXES = (STAGE,) + AXES  # the order of the device grid's dimensions
+DCN_AXES = tuple(f'dcn_{a}' for a in ALL_AXES)
 # Batch dimension of inputs is split over both data-parallel style axes.
 BATCH_AXES = ('data', 'fsdp')
 
 
+def stages(mesh_cfg) -> int:
+  """Pipeline stages a mesh config asks for (stage x dcn_stage)."""
+  cfg = dict(mesh_cfg)
+  return int(cfg.get(STAGE, 1)) * int(cfg.get(f'dcn_{STAGE}', 1))
+
+
+def mesh_axes(mesh_cfg) -> tuple[str, ...]:
+  """The mesh's axis names: AXES, with STAGE first when it pipelines."""
+  return ALL_AXES if stages(mesh_cfg) > 1 else AXES
+
+
 def axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
-  """Resolves the -1 entry; raises a clear error when sizes do not fit."""
+  """Sizes of mesh_axes(mesh_cfg), the -1 entry resolved; raises a clear
+  error when sizes do not fit."""
   cfg = {a: v for a, v in dict(mesh_cfg).items() if a not in DCN_AXES}
-  unknown = set(cfg) - set(AXES)
+  unknown = set(cfg) - set(ALL_AXES)
   if unknown:
-    raise ValueError(f'Unknown mesh axes {sorted(unknown)}; use {AXES} '
+    raise ValueError(f'Unknown mesh axes {sorted(unknown)}; use {ALL_AXES} '
                      f'(and {DCN_AXES} across slices).')
-  sizes = [int(cfg.get(a, 1)) for a in AXES]
+  if int(cfg.get(STAGE, 1)) < 1:
+    raise ValueError(f'config.mesh.stage={cfg[STAGE]}: give the number of '
+                     'pipeline stages (>= 1); it cannot be -1.')
+  names = mesh_axes(mesh_cfg)
+  sizes = [int(cfg.get(a, 1)) for a in names]
   if sizes.count(-1) > 1:
     raise ValueError(f'Only one mesh axis may be -1, got {cfg}.')
   if -1 in sizes:
@@ -46,22 +71,24 @@ def axis_sizes(mesh_cfg, num_devices: int) -> tuple[int, ...]:
     sizes[sizes.index(-1)] = num_devices // rest
   if math.prod(sizes) != num_devices:
     raise ValueError(
-        f'Mesh {dict(zip(AXES, sizes))} needs {math.prod(sizes)} devices but '
+        f'Mesh {dict(zip(names, sizes))} needs {math.prod(sizes)} devices but '
         f'JAX sees {num_devices}. Make the sizes multiply to {num_devices}, '
         'or set one axis to -1.')
   return tuple(sizes)
 
 
 def dcn_sizes(mesh_cfg) -> tuple[int, ...]:
-  """Per-axis number of slices an axis spans (1 = within a slice)."""
-  sizes = tuple(int(dict(mesh_cfg).get(a, 1)) for a in DCN_AXES)
-  if any(s < 1 for s in sizes):
-    raise ValueError(f'dcn_* mesh sizes must be >= 1, got {sizes}.')
-  return sizes
+  """Per-axis number of slices an axis of mesh_axes(mesh_cfg) spans (1 =
+  within a slice)."""
+  given = {a: int(dict(mesh_cfg).get(a, 1)) for a in DCN_AXES}
+  if any(s < 1 for s in given.values()):
+    raise ValueError(f'dcn_* mesh sizes must be >= 1, got {given}.')
+  return tuple(given[f'dcn_{a}'] for a in mesh_axes(mesh_cfg))
 
 
 def device_grid(mesh_cfg, devices):
-  """The devices as a NumPy array of shape (data, fsdp, tensor).
+  """The devices as a NumPy array of shape (data, fsdp, tensor), or
+  (stage, data, fsdp, tensor) with pipeline stages.
 
   Within a slice, `mesh_utils.create_device_mesh` orders devices so that
   neighbouring mesh positions are neighbours on the interconnect; across
@@ -89,11 +116,13 @@ def device_grid(mesh_cfg, devices):
 
 
 def build_mesh(mesh_cfg, devices=None) -> jax.sharding.Mesh:
-  """A Mesh with axes (data, fsdp, tensor) over `devices` (default: all)."""
+  """A Mesh with axes (data, fsdp, tensor) over `devices` (default: all),
+  and `stage` first when the config asks for more than one stage."""
   devices = jax.devices() if devices is None else devices
+  names = mesh_axes(mesh_cfg)
   return jax.sharding.Mesh(
-      device_grid(mesh_cfg, devices), AXES,
-      axis_types=(jax.sharding.AxisType.Auto,) * len(AXES))
+      device_grid(mesh_cfg, devices), names,
+      axis_types=(jax.sharding.AxisType.Auto,) * len(names))
 
 
 def batch_sharding(mesh) -> NamedSharding:

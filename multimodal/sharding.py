@@ -9,7 +9,10 @@ touches no model code:
   config.sharding.rules = 'fsdp'                          # a preset
   config.sharding.overrides = (('mlp', 'tensor'), ...)    # changes to it
 
-Presets (mesh axes: data, fsdp, tensor; see multimodal/mesh.py):
+Presets (mesh axes: data, fsdp, tensor, and stage when pipelining; see
+multimodal/mesh.py). In every preset, the 'layers' axis of stacked blocks
+(scan_layers) goes on `stage`, which a mesh has only when it pipelines: each
+pipeline stage holds its depth / stages layers (multimodal/models/pipeline.py).
   data_parallel  every parameter replicated; the batch is split over data and
                  fsdp (so fsdp acts as a second data axis).
   fsdp           ZeRO-3: every parameter (and so its gradient and optimizer
@@ -37,12 +40,14 @@ Rules = tuple[tuple[str, Any], ...]
 
 # Activation names (constrained in model code) and parameter names.
 _BATCH = ('act_batch', ('data', 'fsdp'))
+_STAGE = ('layers', 'stage')
 PRESETS: dict[str, Rules] = {
-    'data_parallel': (_BATCH,),
-    'fsdp': (_BATCH, ('embed', 'fsdp')),
+    'data_parallel': (_BATCH, _STAGE),
+    'fsdp': (_BATCH, _STAGE, ('embed', 'fsdp')),
     'fsdp_tensor': (
-        _BATCH, ('embed', 'fsdp'), ('mlp', 'tensor'), ('heads', 'tensor'),
-        ('vocab', 'tensor'), ('act_mlp', 'tensor'), ('act_heads', 'tensor')),
+        _BATCH, _STAGE, ('embed', 'fsdp'), ('mlp', 'tensor'),
+        ('heads', 'tensor'), ('vocab', 'tensor'), ('act_mlp', 'tensor'),
+        ('act_heads', 'tensor')),
 }
 
 

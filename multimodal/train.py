@@ -51,6 +51,7 @@ from multimodal.data import prefetch
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
+from multimodal.models import pipeline as pipeline_lib
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :VARIANT.',
@@ -73,12 +74,14 @@ class TrainState:
   abstract: the state's jax.ShapeDtypeStructs.
   shardings: the state's NamedShardings under the configured rules.
   rules: the logical axis rules (multimodal.sharding).
+  microbatches: config.pipeline.microbatches (used on a mesh with stages).
   """
   graphdef: Any
   init: Callable[[], dict]
   abstract: Any
   shardings: Any
   rules: sharding.Rules
+  microbatches: int = 4
 
 
 def make_train_state(config, tx, mesh) -> TrainState:
@@ -98,7 +101,13 @@ def make_train_state(config, tx, mesh) -> TrainState:
 
   abstract = jax.eval_shape(init)
   shardings = sharding.state_shardings(abstract, param_shardings, mesh)
-  return TrainState(graphdef, init, abstract, shardings, rules)
+  return TrainState(graphdef, init, abstract, shardings, rules,
+                    microbatches(config))
+
+
+def microbatches(config) -> int:
+  """config.pipeline.microbatches (4 where a recorded config lacks it)."""
+  return int(config.get('pipeline', {}).get('microbatches', 4))
 
 
 def initial_health() -> dict:
@@ -143,8 +152,10 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
       return task.loss(nnx.merge(ts.graphdef, params), batch)
 
     # The rules are read while tracing: activation constraints and the
-    # sharded loss follow the configured layout.
-    with nnx.logical_axis_rules(ts.rules):
+    # sharded loss follow the configured layout (and pipelined stacks the
+    # microbatch count).
+    with (nnx.logical_axis_rules(ts.rules),
+          pipeline_lib.microbatches(ts.microbatches)):
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
@@ -317,7 +328,8 @@ def evaluate_model(config, task, model, rules, mesh, source,
       empty = {k: v[:0] for k, v in batch.items()}  # pylint: disable=undefined-loop-variable
       yield shard_batch(pad_batch(empty, per_process), batch_sharding)
 
-  with jax.set_mesh(mesh), nnx.logical_axis_rules(rules):
+  with (jax.set_mesh(mesh), nnx.logical_axis_rules(rules),
+        pipeline_lib.microbatches(microbatches(config))):
     return task.evaluate(model, batches(), preprocess.tokenizer, mesh,
                          prefix=config.eval_split)
 

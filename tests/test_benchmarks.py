@@ -48,6 +48,21 @@ def test_input_pipeline_benchmark_smoke(digits_data_dir):
   assert 'digits' in stdout and 'image_text' in stdout
 
 
+def test_pipeline_benchmark_smoke(tmp_path):
+  out = tmp_path / 'pipeline.json'
+  stdout = _run('pipeline.py', '--stages', '2', '--depth', '2', '--width',
+                '16', '--batch', '4', '--microbatches', '2', '--steps', '1',
+                '--json', str(out))
+  with open(out) as f:
+    (row,) = json.load(f)
+  assert row['stages'] == 2 and row['bubble'] == 1 / 3  # (2-1)/(2+2-1)
+  assert math.isfinite(row['step_s']) and row['step_s'] > 0
+  assert math.isfinite(row['loss']) and row['compile_s'] > 0
+  # The stacked layers are split over the stages; the rest is on both.
+  assert row['param_mib_per_device'] < row['param_mib_total']
+  assert '| 2 |' in stdout
+
+
 def test_fast_path_benchmark_smoke(tmp_path):
   out = tmp_path / 'fast.json'
   stdout = _run('fast_path.py', '--model', 'tiny', '--steps', '1', '--warmup',

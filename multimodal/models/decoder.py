@@ -8,7 +8,10 @@ earlier positions from a preallocated, fixed-shape `KVCache`.
 Like the encoders (transformer.Encoder), the decoder can rematerialise its
 blocks in training (`remat`, a REMAT_POLICIES name) and store them stacked,
 run by `nnx.scan` (`scan_layers`), so that compile time does not grow with
-depth; cached decoding then scans over the layers too.
+depth; cached decoding then scans over the layers too. Under a mesh with a
+`stage` axis, training's stacked blocks run as a pipeline over it
+(models/pipeline.py); cached decoding stays one scan (XLA gathers each
+stage's layers where they are needed).
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from flax import nnx
 
 from multimodal import registry
 from multimodal.models import matmul
+from multimodal.models import pipeline
 from multimodal.models import posemb as posemb_lib
 from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention
@@ -296,7 +300,9 @@ class TextDecoder(nnx.Module):
     if self.remat != 'none':
       apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
     memory = self._memory(memory)
-    if self.scan_layers:
+    if self.scan_layers and pipeline.num_stages() > 1:
+      x = pipeline.run(apply, self.blocks, x, memory, memory_mask)
+    elif self.scan_layers:
       x = nnx.scan(apply, in_axes=(nnx.Carry, 0, None, None),
                    out_axes=nnx.Carry)(x, self.blocks, memory, memory_mask)
     else:

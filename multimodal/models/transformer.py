@@ -8,6 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models import matmul
+from multimodal.models import pipeline
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import axes, constrain
 
@@ -145,7 +146,9 @@ class Encoder(nnx.Module):
   remat: a REMAT_POLICIES name, applied per block.
   scan_layers: store the blocks stacked (leading axis named 'layers') and run
     them with `nnx.scan`, so compile time does not grow with depth. The
-    parameters then have a different layout from the unrolled stack.
+    parameters then have a different layout from the unrolled stack. Under
+    a mesh with a `stage` axis, the stack runs as a pipeline over it
+    (models/pipeline.py).
   mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   final_norm: False leaves out the final LayerNorm, so that a stack whose
     residual branches are zero is the identity (a video tower's temporal
@@ -187,15 +190,17 @@ class Encoder(nnx.Module):
         a query may attend to a key; None attends everywhere.
       deterministic: disables dropout when True.
     """
-    def apply(x, block):
+    def apply(x, block, mask):
       return block(x, mask, deterministic=deterministic)
 
     if self.remat != 'none':
       apply = nnx.remat(apply, policy=REMAT_POLICIES[self.remat])
-    if self.scan_layers:
-      x = nnx.scan(apply, in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(
-          x, self.blocks)
+    if self.scan_layers and pipeline.num_stages() > 1:
+      x = pipeline.run(apply, self.blocks, x, mask)
+    elif self.scan_layers:
+      x = nnx.scan(lambda x, block: apply(x, block, mask),
+                   in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)(x, self.blocks)
     else:
       for block in self.blocks:
-        x = apply(x, block)
+        x = apply(x, block, mask)
     return x if self.norm is None else self.norm(x)
