@@ -61,7 +61,7 @@ def base() -> mlc.ConfigDict:
   # layers (scan_layers) of towers and decoders over that many stages.
   c.mesh = dict(stage=1, data=-1, fsdp=1, tensor=1, dcn_stage=1, dcn_data=1,
                 dcn_fsdp=1, dcn_tensor=1)
-  # Pipeline schedule (multimodal/models/pipeline.py), used when the mesh
+  # Pipeline schedule (multimodal/models/pipeline_parallel.py), used when the mesh
   # has stages: each batch is cut into `microbatches`, and a device idles
   # (stages - 1) / (microbatches + stages - 1) of the step (the bubble).
   c.pipeline = dict(microbatches=4)

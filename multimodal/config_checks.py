@@ -66,7 +66,7 @@ from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
-from multimodal.models import pipeline as pipeline_lib
+from multimodal.models import pipeline_parallel
 from multimodal.models import video as video_model
 
 # Problems longer than this are cut: a one-line error must stay readable.
@@ -645,7 +645,7 @@ def _trace_loss(config, task, model, shapes) -> list[str]:
   graphdef, state = nnx.split(model)
   try:
     with (jax.set_mesh(mesh), nnx.logical_axis_rules(rules),
-          pipeline_lib.microbatches(
+          pipeline_parallel.microbatches(
               _get(config, 'pipeline.microbatches', 4))):
       jax.eval_shape(lambda s, b: task.loss(nnx.merge(graphdef, s), b),
                      state, batch)

@@ -15,7 +15,7 @@ the data-centre network. Built with `mesh_utils.create_hybrid_device_mesh`.
 
 Pipeline parallelism: ``stage`` (and ``dcn_stage`` across slices) splits the
 stacked layers of scan_layers towers and decoders into that many pipeline
-stages (multimodal/models/pipeline.py). The mesh has the axis, outermost,
+stages (multimodal/models/pipeline_parallel.py). The mesh has the axis, outermost,
 only when its size is > 1, so that meshes without pipelining keep their
 three axes; it never takes -1. E.g. 2 slices, one stage on each:
 ``dict(data=1, fsdp=-1, tensor=1, dcn_stage=2)``.

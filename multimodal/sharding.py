@@ -12,7 +12,7 @@ touches no model code:
 Presets (mesh axes: data, fsdp, tensor, and stage when pipelining; see
 multimodal/mesh.py). In every preset, the 'layers' axis of stacked blocks
 (scan_layers) goes on `stage`, which a mesh has only when it pipelines: each
-pipeline stage holds its depth / stages layers (multimodal/models/pipeline.py).
+pipeline stage holds its depth / stages layers (multimodal/models/pipeline_parallel.py).
   data_parallel  every parameter replicated; the batch is split over data and
                  fsdp (so fsdp acts as a second data axis).
   fsdp           ZeRO-3: every parameter (and so its gradient and optimizer

@@ -51,7 +51,7 @@ from multimodal.data import prefetch
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
-from multimodal.models import pipeline as pipeline_lib
+from multimodal.models import pipeline_parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :VARIANT.',
@@ -155,7 +155,7 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
     # sharded loss follow the configured layout (and pipelined stacks the
     # microbatch count).
     with (nnx.logical_axis_rules(ts.rules),
-          pipeline_lib.microbatches(ts.microbatches)):
+          pipeline_parallel.microbatches(ts.microbatches)):
       (loss, metrics), grads = jax.value_and_grad(loss_fn, has_aux=True)(
           state['params'])
     updates, opt_state = tx.update(grads, state['opt_state'], state['params'])
@@ -329,7 +329,7 @@ def evaluate_model(config, task, model, rules, mesh, source,
       yield shard_batch(pad_batch(empty, per_process), batch_sharding)
 
   with (jax.set_mesh(mesh), nnx.logical_axis_rules(rules),
-        pipeline_lib.microbatches(microbatches(config))):
+        pipeline_parallel.microbatches(microbatches(config))):
     return task.evaluate(model, batches(), preprocess.tokenizer, mesh,
                          prefix=config.eval_split)
 

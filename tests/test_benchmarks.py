@@ -50,7 +50,7 @@ def test_input_pipeline_benchmark_smoke(digits_data_dir):
 
 def test_pipeline_benchmark_smoke(tmp_path):
   out = tmp_path / 'pipeline.json'
-  stdout = _run('pipeline.py', '--stages', '2', '--depth', '2', '--width',
+  stdout = _run('pipeline_parallel.py', '--stages', '2', '--depth', '2', '--width',
                 '16', '--batch', '4', '--microbatches', '2', '--steps', '1',
                 '--json', str(out))
   with open(out) as f:

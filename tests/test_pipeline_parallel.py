@@ -1,4 +1,4 @@
-"""Pipeline parallelism (multimodal/models/pipeline.py) on 8 fake devices.
+"""Pipeline parallelism (multimodal/models/pipeline_parallel.py) on 8 fake devices.
 
 Training the digits contrastive model with its image and text towers
 pipelined over 2 and 4 stages, alone and times data parallelism, must give
@@ -78,7 +78,7 @@ def _run_layouts(names) -> dict:
   flags.FLAGS.mark_as_parsed()
   from multimodal import mesh as mesh_lib
   from multimodal import train
-  from multimodal.models import pipeline
+  from multimodal.models import pipeline_parallel as pipeline
 
   config = _config()
   batches = _batches(config, np.random.default_rng(0))
@@ -152,7 +152,7 @@ def _decoder_check() -> dict:
   from flax import nnx
   from multimodal import mesh as mesh_lib
   from multimodal import sharding
-  from multimodal.models import pipeline
+  from multimodal.models import pipeline_parallel as pipeline
   from multimodal.models.decoder import TextDecoder
 
   dec = TextDecoder(vocab_size=32, max_len=8, width=16, depth=4, num_heads=2,
@@ -234,7 +234,7 @@ def test_pipelined_decoder_matches_one_device(tmp_path_factory):
 
 
 def test_bubble_and_microbatch_counts():
-  from multimodal.models import pipeline  # pylint: disable=g-import-not-at-top
+  from multimodal.models import pipeline_parallel as pipeline  # pylint: disable=g-import-not-at-top
   assert pipeline.bubble_fraction(4, 4) == pytest.approx(3 / 7)
   assert pipeline.bubble_fraction(2, 16) == pytest.approx(1 / 17)
   with pipeline.microbatches(8):

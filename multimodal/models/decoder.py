@@ -10,7 +10,7 @@ blocks in training (`remat`, a REMAT_POLICIES name) and store them stacked,
 run by `nnx.scan` (`scan_layers`), so that compile time does not grow with
 depth; cached decoding then scans over the layers too. Under a mesh with a
 `stage` axis, training's stacked blocks run as a pipeline over it
-(models/pipeline.py); cached decoding stays one scan (XLA gathers each
+(models/pipeline_parallel.py); cached decoding stays one scan (XLA gathers each
 stage's layers where they are needed).
 """
 from __future__ import annotations
@@ -23,7 +23,7 @@ from flax import nnx
 
 from multimodal import registry
 from multimodal.models import matmul
-from multimodal.models import pipeline
+from multimodal.models import pipeline_parallel as pipeline
 from multimodal.models import posemb as posemb_lib
 from multimodal.models import sizes
 from multimodal.models.attention import MultiHeadAttention

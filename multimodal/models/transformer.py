@@ -8,7 +8,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models import matmul
-from multimodal.models import pipeline
+from multimodal.models import pipeline_parallel as pipeline
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import axes, constrain
 
@@ -148,7 +148,7 @@ class Encoder(nnx.Module):
     them with `nnx.scan`, so compile time does not grow with depth. The
     parameters then have a different layout from the unrolled stack. Under
     a mesh with a `stage` axis, the stack runs as a pipeline over it
-    (models/pipeline.py).
+    (models/pipeline_parallel.py).
   mlp_dim: MLP hidden size; None means int(width * mlp_ratio).
   final_norm: False leaves out the final LayerNorm, so that a stack whose
     residual branches are zero is the identity (a video tower's temporal

@@ -1,7 +1,7 @@
 r"""Pipeline parallelism: step time, bubble and per-device parameter memory
 by number of stages.
 
-  python benchmarks/pipeline.py [--stages 1,2,4] [--depth 8] [--width 128]
+  python benchmarks/pipeline_parallel.py [--stages 1,2,4] [--depth 8] [--width 128]
       [--batch 32] [--microbatches 8] [--steps 3] [--json out.json]
 
 The digits trimodal contrastive model (projects/digits/configs/
@@ -61,7 +61,7 @@ from absl import flags
 from benchmarks.train_step import synthetic_batch
 from multimodal import mesh as mesh_lib
 from multimodal import train
-from multimodal.models import pipeline
+from multimodal.models import pipeline_parallel as pipeline
 from projects.digits import data as digits_data
 from projects.digits.configs import contrastive
 # pylint: enable=g-import-not-at-top,wrong-import-position
