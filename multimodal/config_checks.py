@@ -61,6 +61,7 @@ from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
 from multimodal.data import audio as audio_lib
+from multimodal.data import image as image_lib
 from multimodal.data import kinds as kinds_lib
 from multimodal.data import pipeline
 from multimodal.data import sources
@@ -302,7 +303,7 @@ def _optimizer(config) -> list[str]:
 
 # ---------------------------------------------------------------- input ---
 
-_AUGMENT_KEYS = ('max_shift', 'max_scale', 'max_rotate')
+_AUGMENT_KEYS = image_lib.JITTER_KEYS
 _AUDIO_AUGMENT_KEYS = ('max_stretch', 'max_freq_shift', 'max_time_mask',
                        'max_freq_mask', 'max_tilt')
 

@@ -47,6 +47,18 @@ def resize(img: Image.Image, size: int) -> Image.Image:
   return img.resize((size, size), Image.BILINEAR)
 
 
+JITTER_KEYS = ('max_shift', 'max_scale', 'max_rotate')
+
+
+def jitter_options(augment) -> dict[str, float]:
+  """config.input.augment (a dict or ConfigDict, or None) as plain floats
+  for draw_affine / to_array: read once per pipeline, because ConfigDict
+  lookups per example cost more than the jitter itself. {} when None."""
+  if not augment:
+    return {}
+  return {k: float(augment.get(k) or 0.0) for k in JITTER_KEYS}
+
+
 def draw_affine(rng: np.random.Generator, size: int, *,
                 max_shift: float = 0.0, max_scale: float = 0.0,
                 max_rotate: float = 0.0) -> tuple[float, ...] | None:

@@ -49,16 +49,19 @@ class AudioField(FieldKind):
       raise DataError('bad_audio', str(e)) from e
     return audio_lib.clip_features(wave, self.mel)
 
-  def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
+  def _clip(self, value):
+    """(features placed at the clip's onset, free frames) of a value."""
     if isinstance(value, str):
       # A path where bytes belong is a config mistake, not a bad record.
       raise ValueError(f'The audio value is a string '
                        f'({value[:60]!r}), not encoded bytes: if it is a file '
                        'path, list its key in config.dataset.path_keys.')
     if isinstance(value, np.ndarray):  # decoded samples: not hashable
-      feats, free = self._features(value)
-    else:
-      feats, free = self._cached(value)
+      return self._features(value)
+    return self._cached(value)
+
+  def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
+    feats, free = self._clip(value)
     if self.augment:
       feats, free = audio_lib.augment_features(feats, free, rng,
                                                **self.augment)
@@ -85,16 +88,6 @@ class AudioTargetField(AudioField):
   shifted, in training as in evaluation, so the model learns one placement
   and its length is where the silence floor starts."""
 
-  def __init__(self, input_cfg, *, train: bool, tokenizer=None):
-    super().__init__(input_cfg, train=train, tokenizer=tokenizer)
-    self.augment = None
-
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     del rng  # deterministic
-    if isinstance(value, str):
-      raise ValueError(f'The audio value is a string ({value[:60]!r}), not '
-                       'encoded bytes: if it is a file path, list its key in '
-                       'config.dataset.path_keys.')
-    if isinstance(value, np.ndarray):
-      return self._features(value)[0]
-    return self._cached(value)[0]
+    return self._clip(value)[0]

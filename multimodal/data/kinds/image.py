@@ -32,10 +32,8 @@ class ImageField(FieldKind):
       raise ValueError(f'config.input.image_channels must be 1 or 3, got '
                        f'{channels!r}.')
     self.size, self.channels = size, channels
-    augment = input_cfg.get('augment') if train else None
-    # Plain floats: ConfigDict lookups cost more than the jitter itself.
-    self.jitter = {k: float(augment.get(k) or 0.0) for k in
-                   ('max_shift', 'max_scale', 'max_rotate')} if augment else {}
+    self.jitter = image_lib.jitter_options(
+        input_cfg.get('augment') if train else None)
     self._decoded = self._decode
     if input_cfg.get('image_cache_size'):
       self._decoded = MemoCache(self._decode, input_cfg.image_cache_size)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import numpy as np
 
 from multimodal import registry
+from multimodal.data import image as image_lib
 from multimodal.data import video as video_lib
 from multimodal.data.kinds import DataError
 from multimodal.data.kinds import FieldKind
@@ -65,7 +66,8 @@ class VideoField(FieldKind):
     if self.order not in video_lib.FRAME_ORDERS:
       raise ValueError(f'config.input.frame_order must be one of '
                        f'{video_lib.FRAME_ORDERS}, got {self.order!r}.')
-    self.augment = input_cfg.get('augment') if train else None
+    self.jitter = image_lib.jitter_options(
+        input_cfg.get('augment') if train else None)
 
   def __call__(self, value, rng: np.random.Generator) -> np.ndarray:
     if isinstance(value, str):
@@ -80,9 +82,9 @@ class VideoField(FieldKind):
           rng=rng if self.random_offset else None)
       frames = video_lib.reorder([frame(int(i)) for i in index], self.order,
                                  rng)
-      aug = dict(self.augment or {})
       return video_lib.to_frames(frames, self.size, self.channels,
-                                 rng=rng if aug else None, **aug)
+                                 rng=rng if self.jitter else None,
+                                 **self.jitter)
     except video_lib.VideoDecodeError as e:
       raise DataError('bad_video', str(e)) from e
 
