@@ -19,6 +19,10 @@ baseline. Variants:
                lax.dot_general itself (bfloat16 results) instead of
                multimodal/models/matmul.py's float32 accumulation: the
                before of that change
+  jax_core     float32, attention by jax.nn.dot_product_attention and GELU
+               by jax.nn.gelu, both differentiated by autodiff: the before
+               of models/attention_core.py and models/activations.py
+  bf16_jax_core  the same in bfloat16
   scan         every tower's (and the decoder's) blocks stacked and run by
                nnx.scan: compile time that does not grow with depth
   remat        remat=full in every tower (and the decoder): memory for time
@@ -48,7 +52,7 @@ from multimodal import runtime
 
 CPU_ONLY = ('glibc', 'onednn', 'xnnpack')
 VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16',
-            'bf16_plain_dots', 'scan', 'remat',
+            'bf16_plain_dots', 'jax_core', 'bf16_jax_core', 'scan', 'remat',
             'cache_cold', 'cache_warm', 'scan_cache_warm')
 
 
@@ -56,11 +60,7 @@ def _stacks(model: str) -> list[str]:
   """Config paths of the model's transformer stacks."""
   # Imported lazily: the parent process never starts JAX.
   from benchmarks import train_step  # pylint: disable=g-import-not-at-top
-  config = train_step.model_config(model, 'float32')
-  paths = [f'model.towers.{name}' for name in config.model.towers]
-  if 'decoder' in config.model:
-    paths.append('model.decoder')
-  return paths
+  return train_step.stack_paths(train_step.model_config(model, 'float32'))
 
 
 def variant_command(name: str, model: str, cache: str):
@@ -76,6 +76,10 @@ def variant_command(name: str, model: str, cache: str):
     args += ['--dtype', 'bfloat16']
   elif name == 'bf16_plain_dots':
     args += ['--dtype', 'bfloat16', '--plain_dots']
+  elif name == 'jax_core':
+    args += ['--jax_core']
+  elif name == 'bf16_jax_core':
+    args += ['--dtype', 'bfloat16', '--jax_core']
   elif name in ('scan', 'remat', 'scan_cache_warm'):
     key, value = (('remat', 'full') if name == 'remat'
                   else ('scan_layers', 'True'))

@@ -50,6 +50,7 @@ from experiments import image_text
 from projects.digits import data as digits_data
 from projects.digits.configs import contrastive as digits_contrastive
 from multimodal import mesh as mesh_lib
+from multimodal import registry
 from multimodal import runtime
 from multimodal import train
 from multimodal.models import matmul
@@ -96,6 +97,14 @@ def model_config(name: str, dtype: str):
   # with the framework's ids will do for synthetic batches.
   c.input.tokenizer = digits_data.TOKENIZER_PATH
   return c
+
+
+def stack_paths(config) -> list[str]:
+  """Config paths of the model's transformer stacks (towers, decoder)."""
+  paths = [f'model.towers.{name}' for name in config.model.towers]
+  if 'decoder' in config.model:
+    paths.append('model.decoder')
+  return paths
 
 
 def synthetic_batch(config, task, batch: int) -> dict:
@@ -308,6 +317,12 @@ def main(argv=None) -> dict:
                       help='the dense layers multiply with lax.dot_general '
                       'itself instead of multimodal.models.matmul.dot_general '
                       '(the before of its bfloat16 figures)')
+  parser.add_argument('--jax_core', action='store_true',
+                      help='attention by jax.nn.dot_product_attention (XLA) '
+                      'and GELU by jax.nn.gelu, both left to autodiff, '
+                      "instead of models/attention_core.py's and "
+                      "models/activations.py's own backward passes (the "
+                      'before of those two changes)')
   parser.add_argument('--compilation_cache', default='',
                       help='JAX persistent compilation cache directory (run '
                       'twice: the second run times a warm cache)')
@@ -318,12 +333,19 @@ def main(argv=None) -> dict:
   if args.plain_dots:
     # Layers read matmul.dot_general when they are built, after this.
     matmul.dot_general = jax.lax.dot_general
+  overrides = list(args.set)
+  if args.jax_core:
+    registry.register('activation', 'jax_gelu')(
+        lambda x: jax.nn.gelu(x, approximate=False))
+    for path in stack_paths(model_config(args.model, args.dtype)):
+      overrides += [f'{path}.attention_impl=xla', f'{path}.activation=jax_gelu']
   result = run(args.model, batch, args.steps, args.warmup, args.dtype,
-               args.set)
+               overrides)
   result['allocator'] = runtime.allocator()
   result['xla_flags'] = os.environ.get('XLA_FLAGS', '')
-  result['overrides'] = ' '.join(args.set)
+  result['overrides'] = ' '.join(overrides)
   result['plain_dots'] = args.plain_dots
+  result['jax_core'] = args.jax_core
   width = max(len(k) for k in result)
   for key, value in result.items():
     shown = f'{value:,.4g}' if isinstance(value, float) else value

@@ -563,10 +563,16 @@ def _registry_names(config) -> list[str]:
     for tower, cfg in (model.get('towers') or {}).items():
       name = cfg.get('name') if hasattr(cfg, 'get') else cfg
       out += _registered('encoder', name, f'model.towers.{tower}.name')
+      if hasattr(cfg, 'get') and cfg.get('activation') is not None:
+        out += _registered('activation', cfg.get('activation'),
+                           f'model.towers.{tower}.activation')
     for part, kind in (('fusion', 'fusion'), ('decoder', 'decoder')):
       cfg = model.get(part)
       if hasattr(cfg, 'get') and 'name' in cfg:
         out += _registered(kind, cfg.get('name'), f'model.{part}.name')
+      if hasattr(cfg, 'get') and cfg.get('activation') is not None:
+        out += _registered('activation', cfg.get('activation'),
+                           f'model.{part}.activation')
   out += _registered('source', _get(config, 'dataset.source', 'tfds'),
                      'dataset.source')
   for name, entry in (_get(config, 'evals', None) or {}).items():

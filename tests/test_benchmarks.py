@@ -66,16 +66,22 @@ def test_pipeline_benchmark_smoke(tmp_path):
 def test_fast_path_benchmark_smoke(tmp_path):
   out = tmp_path / 'fast.json'
   stdout = _run('fast_path.py', '--model', 'tiny', '--steps', '1', '--warmup',
-                '0', '--only', 'bf16,cache_cold,cache_warm',
+                '0', '--only', 'bf16,bf16_jax_core,cache_cold,cache_warm',
                 '--json', str(out))
   with open(out) as f:
     results = json.load(f)
-  assert [r['variant'] for r in results] == ['bf16', 'cache_cold',
-                                             'cache_warm']
+  assert [r['variant'] for r in results] == ['bf16', 'bf16_jax_core',
+                                             'cache_cold', 'cache_warm']
   for r in results:
     assert 'error' not in r, r
     assert math.isfinite(r['step_s_median']) and r['step_s_median'] > 0
   assert results[0]['dtype'] == 'bfloat16'
+  # The before of the attention core and GELU: jax's, in every stack.
+  before = results[1]['overrides'].split()
+  assert results[1]['jax_core'] and results[1]['dtype'] == 'bfloat16'
+  stacks = [a for a in before if a.endswith('.attention_impl=xla')]
+  assert len(stacks) == 2 and len(before) == 4, before
+  assert not results[0]['overrides']
   assert '| cache_warm |' in stdout
 
 

@@ -1,21 +1,21 @@
-"""Multi-head self- or cross-attention via jax.nn.dot_product_attention."""
+"""Multi-head self- or cross-attention (the core: models/attention_core.py)."""
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from multimodal.models import attention_core
 from multimodal.models import matmul
 from multimodal.models.partitioning import axes, constrain
-
-ATTENTION_IMPLS = (None, 'xla', 'cudnn')
 
 
 class MultiHeadAttention(nnx.Module):
   """Multi-head dot-product attention.
 
   Layout is [batch, length, heads, head_dim] throughout, the layout
-  `jax.nn.dot_product_attention` (and its cuDNN flash kernel) expects.
+  `jax.nn.dot_product_attention` (and its cuDNN flash kernel) expects;
+  `attention_impl` picks the core (attention_core.IMPLEMENTATIONS).
 
   Parameters (stored in `param_dtype`): query/key/value kernels
   [D, heads, head_dim] named ('embed', 'heads', 'kv'), output kernel
@@ -26,9 +26,10 @@ class MultiHeadAttention(nnx.Module):
                head_dim: int | None = None, use_bias: bool = True,
                dtype=jnp.float32, param_dtype=jnp.float32,
                attention_impl: str | None = None, rngs: nnx.Rngs):
-    if attention_impl not in ATTENTION_IMPLS:
-      raise ValueError(f'attention_impl must be one of {ATTENTION_IMPLS}, '
-                       f'got {attention_impl!r}.')
+    if attention_impl not in attention_core.IMPLEMENTATIONS:
+      raise ValueError('attention_impl must be one of '
+                       f'{attention_core.IMPLEMENTATIONS}, got '
+                       f'{attention_impl!r}.')
     if head_dim is None:
       if in_features % num_heads:
         raise ValueError(f'in_features={in_features} is not divisible by '
@@ -74,6 +75,6 @@ class MultiHeadAttention(nnx.Module):
     v = self.value(context)
     names = ('act_batch', 'act_length', 'act_heads', 'act_kv')
     q, k, v = (constrain(t, names) for t in (q, k, v))
-    out = jax.nn.dot_product_attention(
+    out = attention_core.dot_product_attention(
         q, k, v, mask=mask, implementation=self.attention_impl)
     return self.out(out)

@@ -22,6 +22,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal import registry
+from multimodal.models import attention_core
 from multimodal.models import matmul
 from multimodal.models import pipeline_parallel as pipeline
 from multimodal.models import posemb as posemb_lib
@@ -65,8 +66,8 @@ def _attend(attn: MultiHeadAttention, x: jax.Array, keys: jax.Array,
   """attn's query/output projections around precomputed keys/values."""
   names = ('act_batch', 'act_length', 'act_heads', 'act_kv')
   q, keys, values = (constrain(t, names) for t in (attn.query(x), keys, values))
-  out = jax.nn.dot_product_attention(q, keys, values, mask=mask,
-                                     implementation=attn.attention_impl)
+  out = attention_core.dot_product_attention(
+      q, keys, values, mask=mask, implementation=attn.attention_impl)
   return attn.out(out)
 
 

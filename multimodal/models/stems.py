@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models.partitioning import axes, constrain
-from multimodal.models.transformer import get_activation
+from multimodal.models.activations import get_activation
 
 
 def conv1d_stem_length(length: int) -> int:

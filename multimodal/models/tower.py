@@ -25,12 +25,14 @@ class EncoderOptions:
 
   width: token width D. depth: number of EncoderBlocks. num_heads: attention
     heads. mlp_ratio / mlp_dim: MLP hidden size int(width * mlp_ratio),
-    unless mlp_dim is given. activation: a transformer.ACTIVATIONS name.
-  dropout: rate on residual branches and embeddings. layernorm_epsilon: of
-    every LayerNorm. attention_impl: jax.nn.dot_product_attention's
-    `implementation` (None: XLA chooses). remat: a transformer.REMAT_POLICIES
-    name. scan_layers: stacked blocks run by nnx.scan (another parameter
-    layout). dtype: compute dtype. param_dtype: parameter dtype.
+    unless mlp_dim is given. activation: a registered activation
+    (models/activations.py). dropout: rate on residual branches and
+    embeddings. layernorm_epsilon: of every LayerNorm. attention_impl: the
+    attention core, one of attention_core.IMPLEMENTATIONS (None: 'einsum'
+    on CPU, jax.nn.dot_product_attention's choice elsewhere). remat: a
+    transformer.REMAT_POLICIES name. scan_layers: stacked blocks run by
+    nnx.scan (another parameter layout). dtype: compute dtype. param_dtype:
+    parameter dtype.
   """
   width: int = sizes.DEFAULT_SIZE['width']
   depth: int = sizes.DEFAULT_SIZE['depth']

@@ -1,34 +1,15 @@
 """Pre-LayerNorm transformer encoder: Mlp, EncoderBlock, Encoder."""
 from __future__ import annotations
 
-from typing import Callable
-
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from multimodal.models import matmul
+from multimodal.models.activations import get_activation
 from multimodal.models import pipeline_parallel as pipeline
 from multimodal.models.attention import MultiHeadAttention
 from multimodal.models.partitioning import axes, constrain
-
-
-def _quick_gelu(x):
-  return x * jax.nn.sigmoid(1.702 * x)
-
-
-ACTIVATIONS: dict[str, Callable[[jax.Array], jax.Array]] = {
-    'gelu': lambda x: jax.nn.gelu(x, approximate=False),  # exact (erf)
-    'gelu_tanh': lambda x: jax.nn.gelu(x, approximate=True),
-    'quick_gelu': _quick_gelu,  # OpenAI CLIP's sigmoid approximation
-}
-
-
-def get_activation(name: str) -> Callable[[jax.Array], jax.Array]:
-  if name not in ACTIVATIONS:
-    raise ValueError(f'Unknown activation {name!r}; use one of '
-                     f'{sorted(ACTIVATIONS)}.')
-  return ACTIVATIONS[name]
 
 
 def layer_norm(width: int, *, epsilon: float = 1e-6, dtype=jnp.float32,
