@@ -4,19 +4,23 @@ step consumes at the same batch.
   python benchmarks/input_pipeline.py --data_dir data [--batches 40]
   python benchmarks/input_pipeline.py --smoke     # CI: a few tiny batches
 
-Pipelines (training mode: shuffling, augmentation, the configured threads):
+Pipelines (training mode: shuffling, augmentation):
   digits       the demo's trimodal batch (projects/digits/configs/
                contrastive.py: 16 px scans with affine jitter, log-mel of
                the spoken word with speech augmentation, two captions) at
-               batch 128; the first pass reads, decodes and computes
-               everything (cold caches), later ones reuse the records
+               batch 128, read in the consuming thread (input.num_threads
+               = 0); the first pass reads, decodes and computes everything
+               (cold caches), later ones reuse the records
                (input.cache_raw), decoded scans (input.image_cache_size)
                and log-mel (input.audio_cache_size) kept in memory
-  digits, no caches  the same without the record and image caches (the
-               audio cache kept): the before of those two
+  digits, 2 threads  the same with grain's 2 reading threads: the before
+               of num_threads = 0
+  digits, no caches, 2 threads  also without the record and image caches
+               (the audio cache kept): the before of those two
   image_text   224 px images + captions from a JSONL manifest
                (experiments/image_text.py; records written by
-               multimodal.testing.datasets) at batch 32
+               multimodal.testing.datasets) at batch 32, with the
+               experiment's threads and with none
 The step's consumption is the trainer's own step on synthetic batches of
 the same model and batch (benchmarks/train_step.py): the demo's model for
 digits, ViT-B/16 SigLIP for image_text (unless --skip_b16, which it is in
@@ -90,30 +94,35 @@ def main(argv=None) -> dict:
   c.dataset.data_dir = args.data_dir
   step = train_step.run('digits', c.batch_size, 2 if args.smoke else 5, 1,
                         'float32')['examples_per_s']
-  # The before of the demo's record and image caches, then the demo itself.
-  uncached = c.copy_and_resolve_references()
+  # The demo's pipeline (no threads: see its config) and its befores: grain
+  # reading threads, then also no record/image caches.
+  threaded = c.copy_and_resolve_references()
+  threaded.input.num_threads = 2
+  uncached = threaded.copy_and_resolve_references()
   uncached.input.cache_raw = False
   uncached.input.image_cache_size = 0
-  first, later = pipeline_rate(uncached, batches)
-  rows.append(('digits, no caches', c.batch_size, first, later, step))
-  first, later = pipeline_rate(c, batches)
-  rows.append(('digits', c.batch_size, first, later, step))
+  for name, config in (('digits, no caches, 2 threads', uncached),
+                       ('digits, 2 threads', threaded),
+                       ('digits', c)):
+    rows.append((name, c.batch_size, *pipeline_rate(config, batches), step))
 
   with tempfile.TemporaryDirectory() as tmp:
     n = 64 if args.smoke else 2000
     c = image_text_config(tmp, n, 64 if args.smoke else 224,
                           8 if args.smoke else 32)
-    first, later = pipeline_rate(c, batches)
     skip = args.skip_b16 or args.smoke
     step = float('nan') if skip else train_step.run(
         'siglip_b16', c.batch_size, 2, 1, 'float32')['examples_per_s']
-    rows.append(('image_text 224px' if not args.smoke else 'image_text',
-                 c.batch_size, first, later, step))
+    name = 'image_text 224px' if not args.smoke else 'image_text'
+    for threads in (c.input.num_threads, 0):
+      c.input.num_threads = threads
+      rows.append((f'{name}, {threads} threads', c.batch_size,
+                   *pipeline_rate(c, batches), step))
 
-  print(f'{"pipeline":20s} {"batch":>5s} {"first pass ex/s":>16s} '
+  print(f'{"pipeline":30s} {"batch":>5s} {"first pass ex/s":>16s} '
         f'{"later ex/s":>11s} {"step ex/s":>10s} {"ratio":>7s}')
   for name, batch, first, later, step in rows:
-    print(f'{name:20s} {batch:5d} {first:16,.0f} {later:11,.0f} '
+    print(f'{name:30s} {batch:5d} {first:16,.0f} {later:11,.0f} '
           f'{step:10,.1f} {later / step:7.1f}x')
   return {r[0]: dict(zip(('batch', 'first', 'later', 'step'), r[1:]))
           for r in rows}

@@ -338,7 +338,8 @@ def _input(config) -> list[str]:
                     'the largest share of records that may be skipped')
   out += _int_at_least(config, 'input.validate_records', -1,
                        'records checked before training; -1: all, 0: none')
-  for key, what in (('num_threads', 'reader threads'),
+  for key, what in (('num_threads',
+                     'reader threads; 0: read in the consuming thread'),
                     ('prefetch', 'examples read ahead'),
                     ('num_workers', 'worker processes; 0: none'),
                     ('audio_cache_size', 'clips kept in memory'),
