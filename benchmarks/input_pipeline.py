@@ -8,15 +8,15 @@ Pipelines (training mode: shuffling, augmentation):
   digits       the demo's trimodal batch (projects/digits/configs/
                contrastive.py: 16 px scans with affine jitter, log-mel of
                the spoken word with speech augmentation, two captions) at
-               batch 128, read in the consuming thread (input.num_threads
-               = 0); the first pass reads, decodes and computes everything
-               (cold caches), later ones reuse the records
-               (input.cache_raw), decoded scans (input.image_cache_size)
-               and log-mel (input.audio_cache_size) kept in memory
-  digits, 2 threads  the same with grain's 2 reading threads: the before
-               of num_threads = 0
-  digits, no caches, 2 threads  also without the record and image caches
-               (the audio cache kept): the before of those two
+               batch 128 with grain's 2 reading threads; the first pass
+               reads, decodes and computes everything (cold caches), later
+               ones reuse the records (input.cache_raw), decoded scans
+               (input.image_cache_size) and log-mel (input.audio_cache_size)
+               kept in memory
+  digits, no caches  the same without the record and image caches (the
+               audio cache kept): the before of those two
+  digits, no threads  the same read in the consuming thread
+               (input.num_threads = 0)
   image_text   224 px images + captions from a JSONL manifest
                (experiments/image_text.py; records written by
                multimodal.testing.datasets) at batch 32, with the
@@ -94,16 +94,15 @@ def main(argv=None) -> dict:
   c.dataset.data_dir = args.data_dir
   step = train_step.run('digits', c.batch_size, 2 if args.smoke else 5, 1,
                         'float32')['examples_per_s']
-  # The demo's pipeline (no threads: see its config) and its befores: grain
-  # reading threads, then also no record/image caches.
-  threaded = c.copy_and_resolve_references()
-  threaded.input.num_threads = 2
-  uncached = threaded.copy_and_resolve_references()
+  # The demo's pipeline, its before (no record/image caches) and the same
+  # read in the consuming thread (input.num_threads = 0).
+  uncached = c.copy_and_resolve_references()
   uncached.input.cache_raw = False
   uncached.input.image_cache_size = 0
-  for name, config in (('digits, no caches, 2 threads', uncached),
-                       ('digits, 2 threads', threaded),
-                       ('digits', c)):
+  unthreaded = c.copy_and_resolve_references()
+  unthreaded.input.num_threads = 0
+  for name, config in (('digits, no caches', uncached), ('digits', c),
+                       ('digits, no threads', unthreaded)):
     rows.append((name, c.batch_size, *pipeline_rate(config, batches), step))
 
   with tempfile.TemporaryDirectory() as tmp:

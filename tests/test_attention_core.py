@@ -4,9 +4,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from jax.extend import core as jex_core
 
 from multimodal.models import attention_core
+from multimodal.testing import jaxprs
 
 F32 = jnp.float32
 
@@ -59,25 +59,11 @@ def test_bfloat16_matches_float32_to_bfloat16_rounding(mask_index):
     assert err <= 2 ** -7 * scale, (name, err, scale)
 
 
-def _dots(fn, *args):
-  found = []
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'dot_general':
-        found.append((tuple(str(v.aval.dtype) for v in eqn.invars),
-                      str(eqn.params['preferred_element_type'])))
-      for sub in jex_core.jaxprs_in_params(eqn.params):
-        walk(sub)
-
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
-  return found
-
-
 def test_every_bfloat16_product_accumulates_in_float32():
   q, k, v, g = _inputs(jnp.bfloat16)
-  dots = _dots(lambda *a: _vjp(lambda *b: attention_core.dot_product_attention(
-      *b, implementation='einsum'), *a), q, k, v, g)
+  core = lambda *b: attention_core.dot_product_attention(
+      *b, implementation='einsum')
+  dots = jaxprs.dots(lambda *a: _vjp(core, *a), q, k, v, g)
   assert len(dots) == 6  # logits, output; dv, dp, dq, dk
   assert set(dots) == {(('bfloat16', 'bfloat16'), 'float32')}, dots
 

@@ -5,29 +5,13 @@ import numpy as np
 import pytest
 from flax import nnx
 from jax import lax
-from jax.extend import core as jex_core
 
 from multimodal.models import matmul
+from multimodal.testing import jaxprs
 
 
 def _dims(x, k):
   return ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ()))
-
-
-def _dots(fn, *args):
-  """(input dtypes, preferred_element_type) of every dot_general of fn."""
-  found = []
-
-  def walk(jaxpr):
-    for eqn in jaxpr.eqns:
-      if eqn.primitive.name == 'dot_general':
-        found.append((tuple(str(v.aval.dtype) for v in eqn.invars),
-                      str(eqn.params['preferred_element_type'])))
-      for sub in jex_core.jaxprs_in_params(eqn.params):
-        walk(sub)
-
-  walk(jax.make_jaxpr(fn)(*args).jaxpr)
-  return found
 
 
 def test_float32_is_lax_dot_general_itself():
@@ -75,7 +59,7 @@ def test_bfloat16_accumulates_in_float32_forward_and_backward(x_shape,
                                rtol=2 ** -8, atol=1e-6)
   # Each of the three products takes bfloat16 operands and accumulates in
   # float32: the form XLA CPU sends to its AMX/AVX512-BF16 kernels.
-  dots = _dots(jax.grad(ours, argnums=(0, 1)), x, w)
+  dots = jaxprs.dots(jax.grad(ours, argnums=(0, 1)), x, w)
   assert len(dots) >= 3, dots  # forward (maybe listed twice), dx, dw
   assert all(d == (('bfloat16', 'bfloat16'), 'float32') for d in dots), dots
 
@@ -86,8 +70,8 @@ def test_other_dimension_numbers_fall_back():
   batched = (((2,), (1,)), ((0,), (0,)))
   out = matmul.dot_general(x, w, batched)
   np.testing.assert_array_equal(out, lax.dot_general(x, w, batched))
-  assert _dots(lambda a, b: matmul.dot_general(a, b, batched), x, w) == [
-      (('bfloat16', 'bfloat16'), 'None')]
+  assert jaxprs.dots(lambda a, b: matmul.dot_general(a, b, batched),
+                     x, w) == [(('bfloat16', 'bfloat16'), 'None')]
 
 
 def test_bfloat16_model_layers_use_it():
@@ -102,7 +86,7 @@ def test_bfloat16_model_layers_use_it():
     return jnp.sum(model(inputs).astype(jnp.float32) ** 2)
 
   graphdef, params = nnx.split(mlp)
-  dots = _dots(lambda p, a: jax.grad(
+  dots = jaxprs.dots(lambda p, a: jax.grad(
       lambda q: loss(nnx.merge(graphdef, q), a))(p), params, x)
   assert len(dots) >= 6, dots  # 2 layers x (forward, dx, dw)
   assert all(d == (('bfloat16', 'bfloat16'), 'float32') for d in dots), dots

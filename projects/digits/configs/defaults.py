@@ -29,11 +29,6 @@ def base_config() -> mlc.ConfigDict:
   # (benchmarks/input_pipeline.py measures what it saves).
   c.input.image_cache_size = 20000
   c.input.cache_raw = True
-  # With the caches warm a record costs ~0.2 ms of Python under the GIL:
-  # grain's reading threads only add contention and hand-off costs (2x
-  # slower), while the trainer reads the next batch anyway as the
-  # dispatched step computes (benchmarks/input_pipeline.py).
-  c.input.num_threads = 0
   return c
 
 
