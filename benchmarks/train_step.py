@@ -201,14 +201,19 @@ def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def peak_flops(dtype: str) -> tuple[float, str]:
+  """(peak FLOP/s of all the process's devices together, its source)."""
   device = jax.devices()[0]
   if device.platform == 'cpu':
+    # Every CPU device of a process shares the host's cores (e.g. fake
+    # devices from jax_num_cpu_devices): the measured matmul is already
+    # the whole host's peak.
     return cpu_peak(dtype), f'measured {dtype} 2048^3 matmul'
   for name, peaks in PEAKS.items():
     if device.device_kind.startswith(name):
       key = 'float32' if dtype == 'float32' and 'float32' in peaks else (
           'bfloat16')
-      return peaks[key], f'{name} {key} data sheet'
+      return (peaks[key] * jax.device_count(),
+              f'{name} {key} data sheet x {jax.device_count()}')
   return float('nan'), f'unknown device {device.device_kind!r}'
 
 
@@ -261,7 +266,10 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
     t_compile = time.perf_counter() - t
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    xla_flops = float((cost or {}).get('flops', float('nan')))
+    # The cost of one device's (SPMD-partitioned) program: times the device
+    # count for the whole step.
+    xla_flops = float((cost or {}).get('flops', float('nan'))) * (
+        jax.device_count())
     memory = compiled.memory_analysis()
     t = time.perf_counter()
     state, metrics = compiled(state, batch_arrays)
@@ -289,7 +297,7 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
       'model_flops_per_step': flops, 'xla_flops_per_step': xla_flops,
       'achieved_flops_per_s': flops / median,
       'peak_flops_per_s': peak, 'peak_source': peak_source,
-      'mfu': flops / median / peak / jax.device_count(),
+      'mfu': flops / median / peak,
       'init_s': t_init, 'init_trace_s': t_build,
       'init_compile_s': t_init_compile, 'lower_s': t_lower, 'compile_s': t_compile,
       'first_step_s': t_first,
