@@ -46,23 +46,35 @@ def tcmalloc_library() -> str | None:
   return next((p for p in TCMALLOC_PATHS if os.path.exists(p)), None)
 
 
-def allocator() -> str:
-  """'tcmalloc' when it is loaded in this process, else 'glibc malloc'."""
-  try:
-    with open('/proc/self/maps') as f:
-      return 'tcmalloc' if 'tcmalloc' in f.read() else 'glibc malloc'
-  except OSError:  # not Linux
-    return 'system malloc'
+# Allocators a process may have preloaded, by the name their shared object
+# carries in /proc/self/maps.
+ALLOCATORS = ('tcmalloc', 'jemalloc', 'mimalloc')
+
+
+def allocator(maps: str | None = None) -> str:
+  """The malloc this process runs: 'tcmalloc', 'jemalloc' or 'mimalloc'
+  when one is loaded (read from `maps`, default /proc/self/maps), else
+  'glibc malloc' ('system malloc' where there is no /proc)."""
+  if maps is None:
+    try:
+      with open('/proc/self/maps') as f:
+        maps = f.read()
+    except OSError:  # not Linux
+      return 'system malloc'
+  return next((name for name in ALLOCATORS if f'lib{name}' in maps),
+              'glibc malloc')
 
 
 def preload_tcmalloc(module: str, argv: list[str]) -> None:
   """Re-executes `python -m module argv...` with tcmalloc preloaded, once.
 
-  Returns without doing anything when tcmalloc is already loaded, is not
-  installed, is turned off, or this process is the re-executed one. The
+  Returns without doing anything when an allocator other than glibc's is
+  already loaded (tcmalloc, or one the user preloaded: their choice), when
+  tcmalloc is not installed or is turned off, or when this process is the
+  re-executed one. The
   process keeps its PID (execv), so launchers' signals still reach it.
   """
-  if os.environ.get(_REEXECED) or allocator() == 'tcmalloc':
+  if os.environ.get(_REEXECED) or allocator() != 'glibc malloc':
     return
   library = tcmalloc_library()
   if library is None:

@@ -67,6 +67,20 @@ def test_tcmalloc_choice(monkeypatch, tmp_path):
     runtime.tcmalloc_library()
 
 
+def test_allocator_is_read_from_the_process_maps():
+  lib = '7f00-7f10 r-xp 0 08:01 1 /usr/lib/x86_64-linux-gnu/{}\n'
+  libc = lib.format('libc.so.6')
+  assert runtime.allocator(libc) == 'glibc malloc'
+  assert runtime.allocator(libc + lib.format('libtcmalloc_minimal.so.4')) == (
+      'tcmalloc')
+  assert runtime.allocator(lib.format('libjemalloc.so.2') + libc) == (
+      'jemalloc')
+  # This process: what the environment preloaded, if anything.
+  preload = os.environ.get('LD_PRELOAD', '')
+  want = next((n for n in runtime.ALLOCATORS if n in preload), 'glibc malloc')
+  assert runtime.allocator() == want
+
+
 def test_xla_flags_after_the_backend_started_are_an_error():
   jax.devices()
   with pytest.raises(RuntimeError, match='XLA_FLAGS'):
