@@ -71,8 +71,8 @@ def preload_tcmalloc(module: str, argv: list[str]) -> None:
   Returns without doing anything when an allocator other than glibc's is
   already loaded (tcmalloc, or one the user preloaded: their choice), when
   tcmalloc is not installed or is turned off, or when this process is the
-  re-executed one. The
-  process keeps its PID (execv), so launchers' signals still reach it.
+  re-executed one. The process keeps its PID (execv), so launchers' signals
+  still reach it.
   """
   if os.environ.get(_REEXECED) or allocator() != 'glibc malloc':
     return

@@ -81,6 +81,23 @@ def test_allocator_is_read_from_the_process_maps():
   assert runtime.allocator() == want
 
 
+@pytest.mark.parametrize('loaded,reexecs', [
+    ('glibc malloc', True), ('tcmalloc', False), ('jemalloc', False)])
+def test_preload_keeps_an_allocator_already_loaded(monkeypatch, loaded,
+                                                   reexecs):
+  """Only a process on glibc's malloc re-executes with tcmalloc; one the
+  user started on another allocator keeps it."""
+  calls = []
+  monkeypatch.delenv('MULTIMODAL_TCMALLOC_REEXEC', raising=False)
+  monkeypatch.delenv('LD_PRELOAD', raising=False)
+  monkeypatch.setattr(runtime, 'allocator', lambda: loaded)
+  monkeypatch.setattr(runtime, 'tcmalloc_library', lambda: '/lib/tc.so')
+  monkeypatch.setattr(runtime.os, 'execve',
+                      lambda path, argv, env: calls.append(env['LD_PRELOAD']))
+  runtime.preload_tcmalloc('multimodal.train', ['train', '--x'])
+  assert calls == (['/lib/tc.so'] if reexecs else []), calls
+
+
 def test_xla_flags_after_the_backend_started_are_an_error():
   jax.devices()
   with pytest.raises(RuntimeError, match='XLA_FLAGS'):
