@@ -45,9 +45,11 @@ def base() -> mlc.ConfigDict:
   c.profile_steps = ()
   # Process set-up before JAX starts (multimodal/runtime.py): extra XLA_FLAGS,
   # e.g. '--xla_cpu_use_xnnpack=true'; JAX's persistent compilation cache
-  # ('auto': ~/.cache/multimodal/jax; '' turns it off).
+  # ('auto': ~/.cache/multimodal/jax; '' turns it off); programs that
+  # compile faster than compilation_cache_min_compile_secs are not cached.
   c.xla_flags = ''
   c.compilation_cache_dir = 'auto'
+  c.compilation_cache_min_compile_secs = 0.5
   # A step with a non-finite loss or gradient norm never updates the model.
   # 'stop': training stops (checked every log_every steps and before every
   # checkpoint, so the checkpoints stay good); 'skip': carry on, and stop

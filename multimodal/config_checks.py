@@ -220,6 +220,12 @@ def _schedule(config) -> list[str]:
     value = _get(config, key, '')
     if not isinstance(value, str):
       out.append(problem(key, value, "must be a string ('' for none)"))
+  secs = _get(config, 'compilation_cache_min_compile_secs', 0.5)
+  if (isinstance(secs, bool) or not isinstance(secs, (int, float))
+      or secs < 0):
+    out.append(problem('compilation_cache_min_compile_secs', secs,
+                       'must be a number of seconds >= 0 (0 caches every '
+                       'program)'))
   out += _int_at_least(
       config, 'checkpoint_every', 1, 'steps between checkpoints; the last '
       'step and preemption always save, so a large value saves rarely')

@@ -114,17 +114,24 @@ def set_xla_flags(flags: str | None) -> None:
     os.environ['XLA_FLAGS'] = f'{current} {flags}'.strip()
 
 
-def enable_compilation_cache(setting: str | None) -> str | None:
-  """Turns JAX's persistent compilation cache on; returns its directory."""
+def enable_compilation_cache(setting: str | None,
+                             min_compile_secs: float = 0.5) -> str | None:
+  """Turns JAX's persistent compilation cache on; returns its directory.
+
+  Programs that compile in less than `min_compile_secs` are not written (0
+  caches every one; eager operations compile many tiny programs).
+  """
   directory = cache_dir(setting)
   if directory is None:
     return None
   import jax  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', directory)
-  # Small programs (eval helpers, initialisers) are worth caching too: a
-  # resumed run compiles every one of them again otherwise.
-  jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+  # Below JAX's default of 1 s: small programs (eval helpers, initialisers)
+  # are worth caching too, a resumed run compiles each of them again
+  # otherwise.
+  jax.config.update('jax_persistent_cache_min_compile_time_secs',
+                    float(min_compile_secs))
   return directory
 
 
@@ -132,4 +139,6 @@ def prepare(config, module: str = 'multimodal.train') -> None:
   """All of the above, from an experiment config; first thing in main."""
   preload_tcmalloc(module, sys.argv)
   set_xla_flags(config.get('xla_flags', ''))
-  enable_compilation_cache(config.get('compilation_cache_dir', 'auto'))
+  enable_compilation_cache(
+      config.get('compilation_cache_dir', 'auto'),
+      config.get('compilation_cache_min_compile_secs', 0.5))

@@ -216,6 +216,9 @@ BATTERY = [
      ["config.evals.vqa (type 'vqa')", "Unknown VQA metric 'vqa_accuracy'"]),
     ('contrastive_task_on_encoder_decoder', 'vqa', _set('task', 'contrastive'),
      ["config.task='contrastive'", "'encoder_decoder'"]),
+    ('cache_min_compile', 'contrastive',
+     _set('compilation_cache_min_compile_secs', -1.0),
+     ['config.compilation_cache_min_compile_secs=-1.0', '>= 0']),
     ('imports', 'contrastive', _set('imports', ('no_such_lab.module',)),
      ["config.imports=('no_such_lab.module',)", 'cannot be imported']),
 ]

@@ -122,7 +122,10 @@ def test_training_entry_point_sets_up_allocator_flags_and_cache(
          f'--config.dataset.data_dir={digits_data_dir}',
          '--config.total_steps=2', '--config.log_every=1',
          '--config.xla_flags=--xla_cpu_use_xnnpack=true',
-         f'--config.compilation_cache_dir={cache}'],
+         f'--config.compilation_cache_dir={cache}',
+         # Every program, so the set cached cannot depend on how long each
+         # compile took on a loaded machine.
+         '--config.compilation_cache_min_compile_secs=0'],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
         check=False)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
