@@ -23,6 +23,9 @@ baseline. Variants:
                by jax.nn.gelu, both differentiated by autodiff: the before
                of models/attention_core.py and models/activations.py
   bf16_jax_core  the same in bfloat16
+  mu_bf16      float32, AdamW's first moment in bfloat16
+               (config.optimizer.mu_dtype): less optimizer traffic
+  bf16_mu_bf16  the same with bfloat16 compute
   scan         every tower's (and the decoder's) blocks stacked and run by
                nnx.scan: compile time that does not grow with depth
   remat        remat=full in every tower (and the decoder): memory for time
@@ -52,7 +55,8 @@ from multimodal import runtime
 
 CPU_ONLY = ('glibc', 'onednn', 'xnnpack')
 VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16',
-            'bf16_plain_dots', 'jax_core', 'bf16_jax_core', 'scan', 'remat',
+            'bf16_plain_dots', 'jax_core', 'bf16_jax_core', 'mu_bf16',
+            'bf16_mu_bf16', 'scan', 'remat',
             'cache_cold', 'cache_warm', 'scan_cache_warm')
 
 
@@ -80,6 +84,10 @@ def variant_command(name: str, model: str, cache: str):
     args += ['--jax_core']
   elif name == 'bf16_jax_core':
     args += ['--dtype', 'bfloat16', '--jax_core']
+  elif name in ('mu_bf16', 'bf16_mu_bf16'):
+    args += ['--set', 'optimizer.mu_dtype=bfloat16']
+    if name == 'bf16_mu_bf16':
+      args += ['--dtype', 'bfloat16']
   elif name in ('scan', 'remat', 'scan_cache_warm'):
     key, value = (('remat', 'full') if name == 'remat'
                   else ('scan_layers', 'True'))

@@ -16,8 +16,9 @@ model passed; the trace runs only when everything else passed.
   schedule   total_steps, batch sizes, log_every, checkpoint_every (>= 1);
              eval_every, checkpoint_keep, profile_steps, seed, the splits'
              slice syntax.
-  optimizer  name, lr > 0, warmup_steps >= 0, betas, weight decay,
-             clip_norm, final_fraction, frozen and lr_mults regexes.
+  optimizer  a registered name and the arguments it takes, lr > 0,
+             warmup_steps >= 0, betas, mu_dtype, weight decay, clip_norm,
+             final_fraction, frozen and lr_mults regexes.
   input      sizes (image_size, image_channels, max_text_len, num_frames,
              num_mels), audio_front_end, on_error, max_skip_fraction,
              validate_records, reader threads and caches, augment keys,
@@ -57,6 +58,7 @@ import jax
 from multimodal import base_config
 from multimodal import checkpoint as ckpt_lib
 from multimodal import mesh as mesh_lib
+from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import registry
 from multimodal import sharding
@@ -265,10 +267,17 @@ def _optimizer(config) -> list[str]:
   opt = _get(config, 'optimizer', None)
   if opt is None:
     return [problem('optimizer', None, 'must be set (see base_config.py)')]
-  out = []
-  if _get(opt, 'name', None) != 'adamw':
-    out.append(problem('optimizer.name', _get(opt, 'name', None),
-                       "must be 'adamw' (the one optimizer supported)"))
+  out = _registered('optimizer', _get(opt, 'name', None), 'optimizer.name')
+  if not out:
+    unknown = optim_lib.unknown_arguments(opt)
+    if unknown:
+      out.append(problem('optimizer', _get(opt, 'name', None),
+                         f'takes no argument(s) {unknown} (remove them or '
+                         'set them to None; see multimodal/optimizer.py)'))
+  dtype = _get(opt, 'mu_dtype', None)
+  if dtype is not None and dtype not in ('bfloat16', 'float16', 'float32'):
+    out.append(problem('optimizer.mu_dtype', dtype, "must be 'bfloat16', "
+                       "'float16', 'float32' or None (the parameters' dtype)"))
   lr = _get(opt, 'lr', None)
   if not _is_number(lr) or lr <= 0:
     out.append(problem('optimizer.lr', lr, 'must be a number > 0 (the peak '
@@ -280,8 +289,9 @@ def _optimizer(config) -> list[str]:
     out.append(problem('optimizer.warmup_steps', warmup,
                        'must be an int >= 0'))
   for key in ('b1', 'b2'):
-    out += _number_in(config, f'optimizer.{key}', 0.0, 1.0,
-                      'an Adam decay rate', high_open=True)
+    if _get(opt, key, None) is not None:
+      out += _number_in(config, f'optimizer.{key}', 0.0, 1.0,
+                        'a moment decay rate', high_open=True)
   out += _number_in(config, 'optimizer.final_fraction', 0.0, 1.0,
                     'the final learning rate as a fraction of lr')
   for key, what in (('weight_decay', 'decoupled weight decay; 0: none'),

@@ -16,11 +16,14 @@ Kinds and where their contracts are documented:
   decoder    text decoders (multimodal/models/decoder.py)
   fusion     memory fusions of an encoder-decoder (multimodal/models/fusion.py)
   layer      building blocks named by config inside a model
+  activation the MLPs' nonlinearities (multimodal/models/activations.py)
   source     data sources named by config.dataset.source
              (multimodal/data/sources)
   field      preprocessing of one field kind, e.g. image, audio, text
              (multimodal/data/kinds)
   task       training objectives (multimodal/tasks)
+  optimizer  optax optimizers named by config.optimizer.name
+             (multimodal/optimizer.py)
   evaluator  metrics composed in config.evals (multimodal/evaluators)
 
 A module outside the package registers when it is imported: list it in
@@ -103,4 +106,5 @@ def _import_builtins() -> None:
   import multimodal.evaluators
   import multimodal.data.sources
   import multimodal.models
+  import multimodal.optimizer
   import multimodal.tasks

@@ -1,5 +1,6 @@
-"""Extension without editing the library: a fusion and an evaluator from a
-package of the user's own, reached from the command line via config.imports.
+"""Extension without editing the library: a fusion, an evaluator and an
+optimizer from a package of the user's own, reached from the command line
+via config.imports.
 """
 import json
 import os
@@ -16,9 +17,11 @@ from multimodal import registry
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 MODULES = '''
-"""my_lab.modules: a fusion and an evaluator registered from outside."""
+"""my_lab.modules: a fusion, an evaluator and an optimizer registered from
+outside."""
 import jax.numpy as jnp
 import numpy as np
+import optax
 from flax import nnx
 
 from multimodal import evaluators
@@ -56,6 +59,15 @@ class MeanWords(evaluators.Evaluator):
     return {f'mean_words/{m}': float(np.mean(
         [len(p.split()) for p in outputs[f'prediction/{m}']]))
             for m in self.media}
+
+
+@registry.register('optimizer', 'signum')
+def signum(learning_rate, *, weight_decay, decay_mask, momentum=0.9):
+  """Sign of the momentum, with decoupled weight decay."""
+  print(f'signum: momentum={momentum} weight_decay={weight_decay}')
+  return optax.chain(optax.trace(decay=momentum), optax.scale_by_sign(),
+                     optax.add_decayed_weights(weight_decay, decay_mask),
+                     optax.scale_by_learning_rate(learning_rate))
 '''
 
 EXPERIMENT = '''
@@ -68,6 +80,8 @@ def get_config(arg=None):
   c.imports = tuple(c.imports) + ('my_lab.modules',)
   c.model.fusion = dict(name='mean_tokens')
   c.evals.mean_words = dict(type='mean_words')
+  c.optimizer = dict(c.optimizer.to_dict(), name='signum', lr=1e-4, b1=None,
+                     b2=None, mu_dtype=None, momentum=0.8)
   return c
 '''
 
@@ -82,7 +96,7 @@ def lab(tmp_path):
   return tmp_path
 
 
-def test_user_fusion_and_evaluator_train_from_the_command_line(
+def test_user_fusion_evaluator_and_optimizer_train_from_the_command_line(
     lab, tmp_path, digits_data_dir, monkeypatch):
   workdir = tmp_path / 'wd'
   env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(lab), ROOT]))
@@ -90,9 +104,11 @@ def test_user_fusion_and_evaluator_train_from_the_command_line(
       [sys.executable, '-m', 'multimodal.train',
        f'--config={lab}/my_lab/experiment.py', f'--workdir={workdir}',
        f'--config.dataset.data_dir={digits_data_dir}',
-       '--config.total_steps=4', '--config.eval_split=validation'],
+       '--config.total_steps=4', '--config.eval_split=validation',
+       '--config.optimizer.momentum=0.7'],
       env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
   assert run.returncode == 0, run.stderr[-3000:]
+  assert 'signum: momentum=0.7 weight_decay=0.0001' in run.stdout
   with open(workdir / 'final_validation.json') as f:
     final = json.load(f)
   for media in ('image', 'audio'):
