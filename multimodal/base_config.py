@@ -130,8 +130,10 @@ def base() -> mlc.ConfigDict:
   # b2: adamw's; mu_dtype='bfloat16' keeps adamw's first moment in bfloat16;
   # None: the optimizer's default). frozen: regexes of parameters that never
   # change (e.g. '^towers/image/' for a LiT-style locked tower); lr_mults:
-  # ((regex, multiplier), ...).
-  c.optimizer = dict(name='adamw', lr=1e-3, b1=0.9, b2=0.95,
+  # ((regex, multiplier), ...). schedule: what follows the linear warmup,
+  # 'cosine', 'linear' (both to lr * final_fraction), 'rsqrt', 'constant'.
+  c.optimizer = dict(name='adamw', lr=1e-3, schedule='cosine',
+                     b1=0.9, b2=0.95,
                      mu_dtype=mlc.FieldReference(None, field_type=str),
                      weight_decay=1e-4, warmup_steps=50, clip_norm=1.0,
                      final_fraction=0.01, frozen=(), lr_mults=())

@@ -16,7 +16,8 @@ model passed; the trace runs only when everything else passed.
   schedule   total_steps, batch sizes, log_every, checkpoint_every (>= 1);
              eval_every, checkpoint_keep, profile_steps, seed, the splits'
              slice syntax.
-  optimizer  a registered name and the arguments it takes, lr > 0,
+  optimizer  a registered name and the arguments it takes, a registered
+             schedule, lr > 0,
              warmup_steps >= 0, betas, mu_dtype, weight decay, clip_norm,
              final_fraction, frozen and lr_mults regexes.
   input      sizes (image_size, image_channels, max_text_len, num_frames,
@@ -268,6 +269,9 @@ def _optimizer(config) -> list[str]:
   if opt is None:
     return [problem('optimizer', None, 'must be set (see base_config.py)')]
   out = _registered('optimizer', _get(opt, 'name', None), 'optimizer.name')
+  if _get(opt, 'schedule', None) is not None:
+    out += _registered('schedule', _get(opt, 'schedule', None),
+                       'optimizer.schedule')
   if not out:
     unknown = optim_lib.unknown_arguments(opt)
     if unknown:

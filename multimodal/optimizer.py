@@ -1,11 +1,15 @@
-"""optax optimizer from config: warmup + cosine schedule, a registered
-optimizer, clipping, frozen parameters and per-group learning rates.
+"""optax optimizer from config: warmup and a registered schedule, a
+registered optimizer, clipping, frozen parameters and per-group learning
+rates.
 
 config.optimizer holds the keys every optimizer shares (GENERIC_KEYS) and
 the named optimizer's own arguments beside them:
   name            a registered optimizer: 'adamw', 'lion', 'sgd' or yours
-  lr, warmup_steps, final_fraction
-                  linear warmup to lr, cosine decay to lr * final_fraction
+  lr, warmup_steps, schedule, final_fraction
+                  linear warmup to lr, then a registered schedule: 'cosine'
+                  (the default) or 'linear' decay to lr * final_fraction at
+                  the last step, 'rsqrt' (inverse square root) or
+                  'constant'; yours: @registry.register('schedule', NAME)
   weight_decay    decay of the matrices (ndim > 1); biases, norms and
                   scalars are never decayed
   clip_norm       global gradient norm clip (0: none)
@@ -50,7 +54,7 @@ from multimodal import registry
 from multimodal import tree as tree_lib
 
 FROZEN = 'frozen'
-GENERIC_KEYS = ('name', 'lr', 'warmup_steps', 'final_fraction',
+GENERIC_KEYS = ('name', 'lr', 'schedule', 'warmup_steps', 'final_fraction',
                 'weight_decay', 'clip_norm', 'frozen', 'lr_mults')
 
 
@@ -112,13 +116,55 @@ def unknown_arguments(opt_cfg) -> list[str]:
 # ------------------------------------------------ schedule and assembly ---
 
 
+# ------------------------------------------------- registered schedules ---
+# A schedule is what follows the linear warmup: fn(peak, *, end, decay_steps,
+# warmup_steps) -> optax schedule of the steps counted from the warmup's end
+# (decay_steps of them to the end of the run).
+
+@registry.register('schedule', 'cosine')
+def cosine(peak: float, *, end: float, decay_steps: int, warmup_steps: int):
+  """Cosine decay from peak to end over decay_steps."""
+  del warmup_steps
+  return optax.cosine_decay_schedule(peak, decay_steps, alpha=end / peak)
+
+
+@registry.register('schedule', 'linear')
+def linear(peak: float, *, end: float, decay_steps: int, warmup_steps: int):
+  """Linear decay from peak to end over decay_steps."""
+  del warmup_steps
+  return optax.linear_schedule(peak, end, decay_steps)
+
+
+@registry.register('schedule', 'rsqrt')
+def rsqrt(peak: float, *, end: float, decay_steps: int, warmup_steps: int):
+  """Inverse square root of the step, continuous with the warmup: peak *
+  sqrt(w / (w + s)) at s steps after a warmup of w (w >= 1); end unused."""
+  del end, decay_steps
+  w = max(warmup_steps, 1)
+  return lambda s: peak * jnp.sqrt(w / (w + jnp.asarray(s, jnp.float32)))
+
+
+@registry.register('schedule', 'constant')
+def constant(peak: float, *, end: float, decay_steps: int,
+             warmup_steps: int):
+  """peak until the end of the run; end unused."""
+  del end, decay_steps, warmup_steps
+  return optax.constant_schedule(peak)
+
+
 def schedule(opt_cfg, total_steps: int) -> optax.Schedule:
-  """Linear warmup to opt_cfg.lr, then cosine decay to lr * final_fraction."""
+  """Linear warmup from 0 to opt_cfg.lr over warmup_steps (clamped to the
+  run), then the registered opt_cfg.schedule (default 'cosine') down to
+  lr * final_fraction at total_steps."""
   warmup = min(opt_cfg.warmup_steps, max(total_steps - 1, 0))
-  return optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=opt_cfg.lr, warmup_steps=warmup,
-      decay_steps=max(total_steps, warmup + 1),
-      end_value=opt_cfg.lr * opt_cfg.final_fraction)
+  peak = opt_cfg.lr
+  decay = registry.get('schedule', opt_cfg.get('schedule') or 'cosine')(
+      peak, end=peak * opt_cfg.final_fraction,
+      decay_steps=max(total_steps - warmup, 1), warmup_steps=warmup)
+  if warmup == 0:
+    return decay
+  return optax.join_schedules(
+      [optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
 
 
 def _decay_mask(params):

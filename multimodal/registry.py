@@ -23,7 +23,8 @@ Kinds and where their contracts are documented:
              (multimodal/data/kinds)
   task       training objectives (multimodal/tasks)
   optimizer  optax optimizers named by config.optimizer.name
-             (multimodal/optimizer.py)
+  schedule   learning-rate decays after the warmup, config.optimizer.schedule
+             (both in multimodal/optimizer.py)
   evaluator  metrics composed in config.evals (multimodal/evaluators)
 
 A module outside the package registers when it is imported: list it in

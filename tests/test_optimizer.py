@@ -1,5 +1,6 @@
-"""Optimizers are a registry kind: the built-ins against optax and hand
-computation, mu_dtype, and the config check of their arguments."""
+"""Optimizers and learning-rate schedules are registry kinds: the built-ins
+against optax and hand computation, mu_dtype, a user's own, and the config
+check of their names and arguments."""
 import jax
 import jax.numpy as jnp
 import ml_collections as mlc
@@ -130,6 +131,8 @@ def test_a_registered_optimizer_gets_its_arguments_and_the_groups():
     (dict(mu_dtype='bf16'), ["config.optimizer.mu_dtype='bf16'",
                              "'bfloat16'"]),
     (dict(b1=1.5), ['config.optimizer.b1=1.5']),
+    (dict(schedule='cosin'), ["config.optimizer.schedule='cosin'",
+                              'constant, cosine, linear, rsqrt']),
 ])
 def test_optimizer_config_problems_name_the_key(changes, expected):
   config = mlc.ConfigDict({'optimizer': _opt_cfg(**changes).to_dict()})
@@ -137,3 +140,46 @@ def test_optimizer_config_problems_name_the_key(changes, expected):
   assert len(problems) == 1, problems
   for piece in expected:
     assert piece in problems[0], (piece, problems[0])
+
+
+@pytest.mark.parametrize('warmup,total', [(50, 200), (0, 10), (5, 6),
+                                          (60, 40), (3, 1)])
+def test_cosine_schedule_is_optax_warmup_cosine(warmup, total):
+  """The default schedule is the one runs used before schedules were a
+  registry (a resumed run keeps its learning rates)."""
+  cfg = _opt_cfg(lr=0.3, warmup_steps=warmup, final_fraction=0.01)
+  ours = optim_lib.schedule(cfg, total)
+  w = min(warmup, max(total - 1, 0))
+  ref = optax.warmup_cosine_decay_schedule(
+      0.0, 0.3, w, max(total, w + 1), end_value=0.003)
+  steps = np.arange(total + 3)
+  np.testing.assert_allclose([ours(s) for s in steps],
+                             [ref(s) for s in steps], rtol=1e-6, atol=1e-9)
+
+
+def test_linear_rsqrt_and_constant_schedules_by_hand():
+  def lrs(name, steps=(0, 5, 10, 15, 20, 30)):
+    cfg = _opt_cfg(lr=1.0, warmup_steps=10, final_fraction=0.1,
+                   schedule=name)
+    return np.array([optim_lib.schedule(cfg, 30)(s) for s in steps])
+
+  np.testing.assert_allclose(lrs('linear'),
+                             [0, 0.5, 1.0, 1 - 0.9 * 5 / 20,
+                              1 - 0.9 * 10 / 20, 0.1], rtol=1e-6)
+  np.testing.assert_allclose(lrs('rsqrt'),
+                             [0, 0.5, 1.0, np.sqrt(10 / 15), np.sqrt(0.5),
+                              np.sqrt(10 / 30)], rtol=1e-6)
+  np.testing.assert_allclose(lrs('constant'), [0, 0.5, 1, 1, 1, 1],
+                             rtol=1e-6)
+
+
+def test_a_registered_schedule_is_used():
+  @registry.register('schedule', '_test_step_down')
+  def step_down(peak, *, end, decay_steps, warmup_steps):
+    del warmup_steps
+    return lambda s: jnp.where(s < decay_steps // 2, peak, end)
+
+  cfg = _opt_cfg(lr=2.0, warmup_steps=0, final_fraction=0.25,
+                 schedule='_test_step_down')
+  lr = optim_lib.schedule(cfg, 10)
+  assert [float(lr(s)) for s in (0, 4, 5, 9)] == [2.0, 2.0, 0.5, 0.5]
