@@ -1,13 +1,30 @@
-"""Contrastive losses over a batch of paired embeddings (reference versions).
+"""Contrastive losses over a batch of paired embeddings (reference versions)
+and the registry kind that names them ('contrastive_loss').
 
 Both take row-aligned embeddings a, b: [N, E] (row i of a pairs with row i of
 b), usually L2-normalised, and compute in float32 whatever their dtype. These
 are the plain single-device implementations; sharded variants must match them.
+
+A contrastive model's `loss` config names a registered ContrastiveLoss:
+'sigmoid' (SigLIP; a learned bias per pair) or 'softmax' (CLIP), or one of
+your own from a module listed in config.imports:
+
+    @registry.register('contrastive_loss', 'my_loss')
+    class MyLoss(losses.ContrastiveLoss):
+      learns_bias = True
+      def __call__(self, a, b, scale, bias): ...   # float32 scalar
+
+With the batch split over devices the model calls `sharded` (by default the
+same function on the global arrays, which jit partitions by gathering what
+it needs); override it with a collective version when that matters.
 """
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
+from multimodal import registry
+from multimodal import sharded_losses
 
 
 def _logits(a: jax.Array, b: jax.Array, scale) -> jax.Array:
@@ -54,3 +71,51 @@ def sigmoid_contrastive_loss(a: jax.Array, b: jax.Array, scale,
   n = logits.shape[0]
   labels = 2.0 * jnp.eye(n, dtype=jnp.float32) - 1.0
   return -jnp.sum(jax.nn.log_sigmoid(labels * logits)) / n
+
+
+class ContrastiveLoss:
+  """A loss over one pair's embeddings, named by a contrastive model's
+  `loss`.
+
+  learns_bias: the model keeps a learned float32 bias per pair
+    (initialised to its bias_init) and passes it; else bias is None.
+  """
+  learns_bias: bool = False
+
+  def __call__(self, a: jax.Array, b: jax.Array, scale: jax.Array,
+               bias: jax.Array | None) -> jax.Array:
+    """a, b: [N, E] row-aligned embeddings; scale, bias: float32 scalars.
+    Returns the float32 scalar loss."""
+    raise NotImplementedError
+
+  def sharded(self, a, b, scale, bias, *, mesh, batch_axes) -> jax.Array:
+    """The same loss with a, b's batch split over `batch_axes` of `mesh`."""
+    del mesh, batch_axes
+    return self(a, b, scale, bias)
+
+
+@registry.register('contrastive_loss', 'softmax')
+class Softmax(ContrastiveLoss):
+  """CLIP: symmetric cross-entropy (softmax_contrastive_loss)."""
+
+  def __call__(self, a, b, scale, bias):
+    del bias
+    return softmax_contrastive_loss(a, b, scale)
+
+  def sharded(self, a, b, scale, bias, *, mesh, batch_axes):
+    del bias
+    return sharded_losses.softmax_loss_sharded(a, b, scale, mesh=mesh,
+                                               batch_axes=batch_axes)
+
+
+@registry.register('contrastive_loss', 'sigmoid')
+class Sigmoid(ContrastiveLoss):
+  """SigLIP: a binary task per (a_i, b_j) (sigmoid_contrastive_loss)."""
+  learns_bias = True
+
+  def __call__(self, a, b, scale, bias):
+    return sigmoid_contrastive_loss(a, b, scale, bias)
+
+  def sharded(self, a, b, scale, bias, *, mesh, batch_axes):
+    return sharded_losses.sigmoid_loss_sharded(a, b, scale, bias, mesh=mesh,
+                                               batch_axes=batch_axes)

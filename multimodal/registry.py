@@ -22,6 +22,8 @@ Kinds and where their contracts are documented:
   field      preprocessing of one field kind, e.g. image, audio, text
              (multimodal/data/kinds)
   task       training objectives (multimodal/tasks)
+  contrastive_loss
+             a contrastive model's pair loss (multimodal/losses.py)
   optimizer  optax optimizers named by config.optimizer.name
   schedule   learning-rate decays after the warmup, config.optimizer.schedule
              (both in multimodal/optimizer.py)
@@ -105,6 +107,7 @@ def _import_builtins() -> None:
   # pylint: disable=g-import-not-at-top,unused-import
   import multimodal.data.kinds
   import multimodal.evaluators
+  import multimodal.losses
   import multimodal.data.sources
   import multimodal.models
   import multimodal.optimizer

@@ -184,7 +184,7 @@ BATTERY = [
     ('manifest', 'own_jsonl', lambda c: None,
      ["config.train_split='train'", 'manifest of split', 'does not exist']),
     ('loss', 'contrastive', _set('model.loss', 'hinge'),
-     ["config.model.loss='hinge'", "('softmax', 'sigmoid')"]),
+     ["config.model.loss='hinge'", '(sigmoid, softmax)']),
     ('pool', 'contrastive', _set('model.towers.image.pool', 'max'),
      ["config.model.towers.image.pool='max'", "('cls', 'mean', 'map')"]),
     ('patch_size', 'contrastive', _set('model.towers.image.patch_size', 5),

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
+from multimodal import losses
 from multimodal import registry
 from multimodal.models import LOGICAL_AXES, build_model
 from multimodal.models import sizes
@@ -229,6 +230,36 @@ def _batch():
               audio=jnp.asarray(rng.normal(size=(B, 16, 8)), jnp.float32),
               image_text=_tokens(), audio_text=_tokens()[::-1],
               label=jnp.arange(B))
+
+
+def test_a_registered_contrastive_loss_is_the_models_loss():
+  """A loss of the user's own: named by the model's `loss`, given the
+  learned bias it asks for, its value the model's per-pair loss."""
+
+  @registry.register('contrastive_loss', '_test_margin')
+  class Margin(losses.ContrastiveLoss):
+    learns_bias = True
+
+    def __call__(self, a, b, scale, bias):
+      sims = scale * (a @ b.T) + bias
+      pos = jnp.diagonal(sims)
+      return jnp.mean(jax.nn.relu(1.0 - pos[:, None] + sims))
+
+  model = build_model(_contrastive_config('_test_margin'), rngs=nnx.Rngs(0))
+  assert isinstance(model.loss_fn, Margin)
+  emb = model(_batch())
+  total, metrics = model.loss(emb)
+  a, b = np.asarray(emb['image']), np.asarray(emb['audio'])
+  sims = 10.0 * a @ b.T - 10.0
+  want = np.mean(np.maximum(0.0, 1.0 - np.diag(sims)[:, None] + sims))
+  np.testing.assert_allclose(metrics['loss/image~audio'], want, rtol=1e-5)
+  np.testing.assert_allclose(metrics['logit_bias/image~audio'], -10.0)
+  softmax = build_model(_contrastive_config('softmax'), rngs=nnx.Rngs(0))
+  assert not hasattr(softmax, 'bias')
+  assert 'logit_bias/image~audio' not in softmax.loss(softmax(_batch()))[1]
+  with pytest.raises(ValueError, match=r'loss must be a registered '
+                     r'contrastive_loss \(.*sigmoid, softmax\), got .hinge'):
+    build_model(_contrastive_config('hinge'), rngs=nnx.Rngs(0))
 
 
 def test_params_carry_logical_axis_names():

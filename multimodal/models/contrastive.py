@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
-from multimodal import losses
 from multimodal import registry
 from multimodal import sharded_losses
 from multimodal.models import matmul
@@ -16,7 +15,6 @@ from multimodal.models.builder import (build_model, config_to_dict,
                                        with_defaults)
 from multimodal.models.partitioning import axes
 
-LOSSES = ('softmax', 'sigmoid')
 PROJECTIONS = ('linear', 'linear_bias', 'identity')
 
 
@@ -64,14 +62,16 @@ class ContrastiveModel(nnx.Module):
       embed_dim: shared embedding size E.
       pairs: batch-field pairs to contrast, e.g. [('image', 'image_text')].
       inputs: batch field -> tower name.
-      loss: 'softmax' (CLIP) or 'sigmoid' (SigLIP).
+      loss: a registered contrastive loss (multimodal/losses.py): 'softmax'
+        (CLIP), 'sigmoid' (SigLIP) or your own.
       temperature_init: initial logit scale, i.e. the learned log-scale
         starts at log(temperature_init).
-      bias_init: initial logit bias (sigmoid loss only).
+      bias_init: initial logit bias (losses that learn one: sigmoid).
       sharded_loss: when a mesh in context splits the batch over several
-        devices, compute the loss with `multimodal.sharded_losses` (SigLIP
-        ring / CLIP local rows), whose memory does not grow with the device
-        count. Same value and gradients as the plain loss.
+        devices, compute the loss with the loss's `sharded` form (for the
+        built-ins `multimodal.sharded_losses`: SigLIP ring / CLIP local
+        rows, whose memory does not grow with the device count). Same value
+        and gradients as the plain loss.
       projection: tower name -> its projection head: 'linear' (the default
         for towers not named: a bias-free [width, embed_dim] kernel, as
         CLIP), 'linear_bias' (kernel and bias, as SigLIP's text `head`) or
@@ -83,12 +83,16 @@ class ContrastiveModel(nnx.Module):
       param_dtype: parameter dtype, likewise (default float32).
       rngs: random streams.
     """
-    if loss not in LOSSES:
-      raise ValueError(f'loss must be one of {LOSSES}, got {loss!r}.')
+    known = registry.names('contrastive_loss')
+    if loss not in known:
+      raise ValueError(
+          f'loss must be a registered contrastive_loss ({", ".join(known)}), '
+          f'got {loss!r}; your own registers with @registry.register('
+          "'contrastive_loss', NAME) in a module listed in config.imports.")
+    self.loss_fn = registry.get('contrastive_loss', loss)()
     towers = config_to_dict(towers)
     self.inputs = dict(config_to_dict(inputs))
     self.pairs = tuple(tuple(p) for p in pairs)
-    self.loss_type = loss
     self.sharded_loss = sharded_loss
     for field, tower in self.inputs.items():
       if tower not in towers:
@@ -131,7 +135,7 @@ class ContrastiveModel(nnx.Module):
     pdt = param_dtype or jnp.float32
     self.log_scale = nnx.Param(
         jnp.full((num_pairs,), math.log(temperature_init), pdt), **axes(None))
-    if loss == 'sigmoid':
+    if self.loss_fn.learns_bias:
       self.bias = nnx.Param(jnp.full((num_pairs,), bias_init, pdt),
                             **axes(None))
 
@@ -170,26 +174,25 @@ class ContrastiveModel(nnx.Module):
                    ) -> tuple[jax.Array, jax.Array | None]:
     """(scale, bias) float32 scalars for pair `pair_index`.
 
-    scale = exp(learned log-scale) > 0; bias is None for the softmax loss.
+    scale = exp(learned log-scale) > 0; bias is None unless the loss
+    learns one (sigmoid).
     """
     scale = jnp.exp(self.log_scale[pair_index].astype(jnp.float32))
-    if self.loss_type == 'softmax':
+    if not self.loss_fn.learns_bias:
       return scale, None
     return scale, self.bias[pair_index].astype(jnp.float32)
 
-  def _loss_fns(self):
-    """(softmax, sigmoid) loss functions for the mesh in context, if any."""
+  def _pair_loss(self):
+    """The loss function (a, b, scale, bias) for the mesh in context: the
+    registered loss's sharded form when the batch is split."""
     mesh = jax.sharding.get_abstract_mesh()
     axes_ = tuple(a for a in sharded_losses.DEFAULT_BATCH_AXES
                   if not mesh.empty and a in mesh.shape)
     if (not self.sharded_loss or not axes_
         or math.prod(mesh.shape[a] for a in axes_) == 1):
-      return (losses.softmax_contrastive_loss,
-              losses.sigmoid_contrastive_loss)
-    kw = dict(mesh=mesh, batch_axes=axes_)
-    return (lambda a, b, s: sharded_losses.softmax_loss_sharded(a, b, s, **kw),
-            lambda a, b, s, t: sharded_losses.sigmoid_loss_sharded(
-                a, b, s, t, **kw))
+      return self.loss_fn
+    return lambda a, b, s, t: self.loss_fn.sharded(
+        a, b, s, t, mesh=mesh, batch_axes=axes_)
 
   def loss(self, embeddings: Mapping[str, jax.Array]
            ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -201,11 +204,11 @@ class ContrastiveModel(nnx.Module):
 
     Returns:
       (total float32 scalar, metrics) with metrics 'loss/A~B' per pair, and
-      'logit_scale/A~B' (and 'logit_bias/A~B' for sigmoid).
+      'logit_scale/A~B' (and 'logit_bias/A~B' for a loss with a bias).
     """
     total = jnp.zeros((), jnp.float32)
     metrics = {}
-    softmax, sigmoid = self._loss_fns()
+    pair_loss = self._pair_loss()
     for i, (a, b) in enumerate(self.pairs):
       missing = [f for f in (a, b) if f not in embeddings]
       if missing:
@@ -213,10 +216,8 @@ class ContrastiveModel(nnx.Module):
                        f'{sorted(embeddings)}.')
       scale, bias = self.logit_params(i)
       name = pair_name((a, b))
-      if self.loss_type == 'softmax':
-        value = softmax(embeddings[a], embeddings[b], scale)
-      else:
-        value = sigmoid(embeddings[a], embeddings[b], scale, bias)
+      value = pair_loss(embeddings[a], embeddings[b], scale, bias)
+      if bias is not None:
         metrics[f'logit_bias/{name}'] = bias
       metrics[f'loss/{name}'] = value
       metrics[f'logit_scale/{name}'] = scale
