@@ -113,9 +113,6 @@ def unknown_arguments(opt_cfg) -> list[str]:
   return sorted(set(own_arguments(opt_cfg)) - set(params))
 
 
-# ------------------------------------------------ schedule and assembly ---
-
-
 # ------------------------------------------------- registered schedules ---
 # A schedule is what follows the linear warmup: fn(peak, *, end, decay_steps,
 # warmup_steps) -> optax schedule of the steps counted from the warmup's end
@@ -151,6 +148,8 @@ def constant(peak: float, *, end: float, decay_steps: int,
   del end, decay_steps, warmup_steps
   return optax.constant_schedule(peak)
 
+
+# ------------------------------------------------------------- assembly ---
 
 def schedule(opt_cfg, total_steps: int) -> optax.Schedule:
   """Linear warmup from 0 to opt_cfg.lr over warmup_steps (clamped to the
