@@ -10,6 +10,7 @@ from __future__ import annotations
 import ml_collections as mlc
 
 from multimodal import distributed
+from multimodal import runtime
 
 # What a step with a non-finite loss does to the run (config.on_nonfinite).
 NONFINITE_POLICIES = ('stop', 'skip')
@@ -49,7 +50,7 @@ def base() -> mlc.ConfigDict:
   # compile faster than compilation_cache_min_compile_secs are not cached.
   c.xla_flags = ''
   c.compilation_cache_dir = 'auto'
-  c.compilation_cache_min_compile_secs = 0.5
+  c.compilation_cache_min_compile_secs = runtime.MIN_COMPILE_SECS
   # A step with a non-finite loss or gradient norm never updates the model.
   # 'stop': training stops (checked every log_every steps and before every
   # checkpoint, so the checkpoints stay good); 'skip': carry on, and stop

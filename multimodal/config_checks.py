@@ -17,9 +17,8 @@ model passed; the trace runs only when everything else passed.
              eval_every, checkpoint_keep, profile_steps, seed, the splits'
              slice syntax.
   optimizer  a registered name and the arguments it takes, a registered
-             schedule, lr > 0,
-             warmup_steps >= 0, betas, mu_dtype, weight decay, clip_norm,
-             final_fraction, frozen and lr_mults regexes.
+             schedule, lr > 0, warmup_steps >= 0, betas, mu_dtype, weight
+             decay, clip_norm, final_fraction, frozen and lr_mults regexes.
   input      sizes (image_size, image_channels, max_text_len, num_frames,
              num_mels), audio_front_end, on_error, max_skip_fraction,
              validate_records, reader threads and caches, augment keys,
@@ -62,6 +61,7 @@ from multimodal import mesh as mesh_lib
 from multimodal import optimizer as optim_lib
 from multimodal import pretrained
 from multimodal import registry
+from multimodal import runtime
 from multimodal import sharding
 from multimodal.data import audio as audio_lib
 from multimodal.data import image as image_lib
@@ -223,7 +223,8 @@ def _schedule(config) -> list[str]:
     value = _get(config, key, '')
     if not isinstance(value, str):
       out.append(problem(key, value, "must be a string ('' for none)"))
-  secs = _get(config, 'compilation_cache_min_compile_secs', 0.5)
+  secs = _get(config, 'compilation_cache_min_compile_secs',
+              runtime.MIN_COMPILE_SECS)
   if (isinstance(secs, bool) or not isinstance(secs, (int, float))
       or secs < 0):
     out.append(problem('compilation_cache_min_compile_secs', secs,

@@ -28,6 +28,9 @@ TCMALLOC_PATHS = (
     '/usr/lib64/libtcmalloc_minimal.so.4',
     '/usr/lib/libtcmalloc_minimal.so.4',
 )
+# Below JAX's default of 1 s: small programs (eval helpers, initialisers) are
+# worth caching too, a resumed run compiles each of them again otherwise.
+MIN_COMPILE_SECS = 0.5
 _ENV = 'MULTIMODAL_TCMALLOC'
 _REEXECED = 'MULTIMODAL_TCMALLOC_REEXEC'
 
@@ -114,8 +117,9 @@ def set_xla_flags(flags: str | None) -> None:
     os.environ['XLA_FLAGS'] = f'{current} {flags}'.strip()
 
 
-def enable_compilation_cache(setting: str | None,
-                             min_compile_secs: float = 0.5) -> str | None:
+def enable_compilation_cache(
+    setting: str | None,
+    min_compile_secs: float = MIN_COMPILE_SECS) -> str | None:
   """Turns JAX's persistent compilation cache on; returns its directory.
 
   Programs that compile in less than `min_compile_secs` are not written (0
@@ -127,9 +131,6 @@ def enable_compilation_cache(setting: str | None,
   import jax  # pylint: disable=g-import-not-at-top
   os.makedirs(directory, exist_ok=True)
   jax.config.update('jax_compilation_cache_dir', directory)
-  # Below JAX's default of 1 s: small programs (eval helpers, initialisers)
-  # are worth caching too, a resumed run compiles each of them again
-  # otherwise.
   jax.config.update('jax_persistent_cache_min_compile_time_secs',
                     float(min_compile_secs))
   return directory
@@ -141,4 +142,4 @@ def prepare(config, module: str = 'multimodal.train') -> None:
   set_xla_flags(config.get('xla_flags', ''))
   enable_compilation_cache(
       config.get('compilation_cache_dir', 'auto'),
-      config.get('compilation_cache_min_compile_secs', 0.5))
+      config.get('compilation_cache_min_compile_secs', MIN_COMPILE_SECS))

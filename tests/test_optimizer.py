@@ -44,7 +44,8 @@ def test_adamw_is_optax_adamw_with_the_same_state_layout():
   checkpoints written before the registry restore unchanged."""
   cfg = _opt_cfg(lr=0.01, weight_decay=0.1)
   ours, state = _steps(optim_lib.make_optimizer(cfg, 10))
-  ref_tx = optax.adamw(optax.constant_schedule(0.01), b1=0.9, b2=0.95, weight_decay=0.1,
+  ref_tx = optax.adamw(optax.constant_schedule(0.01), b1=0.9, b2=0.95,
+                       weight_decay=0.1,
                        mask=lambda p: jax.tree.map(lambda x: x.ndim > 1, p))
   ref, ref_state = _steps(ref_tx)
   for a, b in zip(ours, ref):
