@@ -26,6 +26,8 @@ baseline. Variants:
   mu_bf16      float32, AdamW's first moment in bfloat16
                (config.optimizer.mu_dtype): less optimizer traffic
   bf16_mu_bf16  the same with bfloat16 compute
+  eager_init   config.init_mode='eager': the state created op by op, no
+               init program to compile
   scan         every tower's (and the decoder's) blocks stacked and run by
                nnx.scan: compile time that does not grow with depth
   remat        remat=full in every tower (and the decoder): memory for time
@@ -33,6 +35,7 @@ baseline. Variants:
   cache_warm   the same directory again: what a rerun or resume pays
   scan_cache_warm  scan and a warm cache together: the quickest start of
                a rerun (its cache is filled by an untimed run first)
+  scan_eager_init  scan and eager init, cold cache: the quickest first start
   cache_warm and scan_cache_warm fill their cache with one untimed run
   when nothing before them in the same invocation did.
 
@@ -56,8 +59,8 @@ from multimodal import runtime
 CPU_ONLY = ('glibc', 'onednn', 'xnnpack')
 VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16',
             'bf16_plain_dots', 'jax_core', 'bf16_jax_core', 'mu_bf16',
-            'bf16_mu_bf16', 'scan', 'remat',
-            'cache_cold', 'cache_warm', 'scan_cache_warm')
+            'bf16_mu_bf16', 'eager_init', 'scan', 'remat',
+            'cache_cold', 'cache_warm', 'scan_cache_warm', 'scan_eager_init')
 
 
 def _stacks(model: str) -> list[str]:
@@ -88,13 +91,17 @@ def variant_command(name: str, model: str, cache: str):
     args += ['--set', 'optimizer.mu_dtype=bfloat16']
     if name == 'bf16_mu_bf16':
       args += ['--dtype', 'bfloat16']
-  elif name in ('scan', 'remat', 'scan_cache_warm'):
+  elif name == 'eager_init':
+    args += ['--set', 'init_mode=eager']
+  elif name in ('scan', 'remat', 'scan_cache_warm', 'scan_eager_init'):
     key, value = (('remat', 'full') if name == 'remat'
                   else ('scan_layers', 'True'))
     for path in _stacks(model):
       args += ['--set', f'{path}.{key}={value}']
     if name == 'scan_cache_warm':
       args += ['--compilation_cache', cache + '_scan']
+    if name == 'scan_eager_init':
+      args += ['--set', 'init_mode=eager']
   elif name in ('cache_cold', 'cache_warm'):
     args += ['--compilation_cache', cache]
   elif name != 'baseline':

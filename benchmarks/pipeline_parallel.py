@@ -97,7 +97,7 @@ def run(stages: int) -> dict:
   mesh = mesh_lib.build_mesh(config.mesh, jax.devices()[:stages])
   task, ts, step_fn = train.make_trainer(config, mesh)
   with jax.set_mesh(mesh):
-    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    state = train.init_state(ts)
     batch = train.shard_batch(synthetic_batch(config, task, ARGS.batch),
                               mesh_lib.batch_sharding(mesh))
     t = time.perf_counter()

@@ -14,6 +14,8 @@ from multimodal import runtime
 
 # What a step with a non-finite loss does to the run (config.on_nonfinite).
 NONFINITE_POLICIES = ('stop', 'skip')
+# How a fresh run creates its train state (config.init_mode; train.init_state).
+INIT_MODES = ('jit', 'eager')
 
 
 def base() -> mlc.ConfigDict:
@@ -41,6 +43,13 @@ def base() -> mlc.ConfigDict:
   # multimodal/checkpoint.py); rerunning the same command later resumes
   # from the newest step again.
   c.restore_step = mlc.FieldReference(None, field_type=int)
+  # How a fresh run creates its parameters and optimizer state: 'jit' (one
+  # compiled program that creates each array where the sharding rules put
+  # it) or 'eager' (op by op, nothing to compile: on CPU it takes 7 s
+  # instead of 21 s for ViT-B/32 SigLIP; one process only, and the whole
+  # state is built on one device before it is placed). Values agree to
+  # float32 rounding (see benchmarks/README.md).
+  c.init_mode = 'jit'
   # (first, last) steps to trace with the JAX profiler into WORKDIR/profile
   # (open with TensorBoard's profile plugin or Perfetto); () traces nothing.
   c.profile_steps = ()

@@ -415,6 +415,14 @@ def _mesh(config) -> list[str]:
   except (ValueError, TypeError, AssertionError) as e:
     shown = dict(mesh_cfg) if hasattr(mesh_cfg, 'items') else mesh_cfg
     return out + [problem('mesh', shown, str(e))]
+  mode = _get(config, 'init_mode', 'jit')
+  if mode not in base_config.INIT_MODES:
+    out.append(problem('init_mode', mode, "must be 'jit' or 'eager' (how a "
+                       'fresh run creates its train state)'))
+  elif mode == 'eager' and jax.process_count() > 1:
+    out.append(problem('init_mode', mode, 'needs one process (this run has '
+                       f'{jax.process_count()}); use init_mode=\'jit\', '
+                       'which creates each array where it lives'))
   for key in ('batch_size', 'eval_batch_size'):
     size = _get(config, key, None)
     if not _is_int(size) or size < 1:

@@ -69,8 +69,7 @@ class TrainState:
   """How to build the train state pytree {params, opt_state, step}.
 
   graphdef: the model's static structure (re-merged with params in a step).
-  init: () -> state; run under `jax.jit` with `out_shardings=shardings`, so
-    parameters are created where they live, never on one device first.
+  init: () -> state; `init_state` runs it.
   abstract: the state's jax.ShapeDtypeStructs.
   shardings: the state's NamedShardings under the configured rules.
   rules: the logical axis rules (multimodal.sharding).
@@ -103,6 +102,36 @@ def make_train_state(config, tx, mesh) -> TrainState:
   shardings = sharding.state_shardings(abstract, param_shardings, mesh)
   return TrainState(graphdef, init, abstract, shardings, rules,
                     microbatches(config))
+
+
+def init_state(ts: TrainState, mode: str = 'jit') -> dict:
+  """A fresh train state, placed as `ts.shardings` say (call under the mesh).
+
+  mode 'jit': `ts.init` compiled with out_shardings, so each array is created
+  where it lives, never on one device first. 'eager': `ts.init` run op by op
+  (no program to compile, which on CPU is most of jit's time for a large
+  model), the whole state on the default device, then placed: for one
+  process and a state that fits one device. The two agree to float32
+  rounding (XLA fuses some initializers' arithmetic differently).
+  """
+  if mode == 'jit':
+    return jax.jit(ts.init, out_shardings=ts.shardings)()
+  if mode != 'eager':
+    raise ValueError(f"init mode must be 'jit' or 'eager', got {mode!r}.")
+  if jax.process_count() > 1:
+    raise ValueError("init_mode='eager' needs one process (this run has "
+                     f"{jax.process_count()}); use init_mode='jit'.")
+  # Under jit every output is its own buffer; eagerly one array can fill
+  # several leaves (a shared zero), which the step's donation rejects.
+  seen = set()
+
+  def own_buffer(x):
+    if id(x) in seen:
+      return jnp.copy(x)
+    seen.add(id(x))
+    return x
+
+  return jax.device_put(jax.tree.map(own_buffer, ts.init()), ts.shardings)
 
 
 def microbatches(config) -> int:
@@ -487,7 +516,7 @@ def _train_and_evaluate(config, workdir: str, guard) -> dict:
           step=config.get('restore_step'))
       log(f'Resumed from step {start} in {workdir}')
     else:
-      state = jax.jit(ts.init, out_shardings=ts.shardings)()
+      state = init_state(ts, config.get('init_mode', 'jit'))
       start = 0
       if init_arrays is not None:
         state = place_init_from(init_arrays, ts, state)

@@ -23,11 +23,14 @@ def test_train_step_benchmark_smoke(tmp_path):
   out = tmp_path / 'step.json'
   # Two CPU devices (data parallel): they share the host's cores, whose
   # matmul peak is measured once, so MFU is not divided by the device count.
+  # The state created eagerly, then placed on both devices.
   _run('train_step.py', '--model', 'tiny', '--steps', '2', '--warmup', '0',
-       '--json', str(out), env={'JAX_NUM_CPU_DEVICES': '2'})
+       '--set', 'init_mode=eager', '--json', str(out),
+       env={'JAX_NUM_CPU_DEVICES': '2'})
   with open(out) as f:
     result = json.load(f)
   assert result['device'].startswith('2 x '), result['device']
+  assert result['init_mode'] == 'eager'
   assert result['mfu'] == pytest.approx(result['achieved_flops_per_s'] /
                                         result['peak_flops_per_s'])
   for key in ('step_s_median', 'examples_per_s', 'model_flops_per_step',

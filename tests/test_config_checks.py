@@ -216,6 +216,8 @@ BATTERY = [
      ["config.evals.vqa (type 'vqa')", "Unknown VQA metric 'vqa_accuracy'"]),
     ('contrastive_task_on_encoder_decoder', 'vqa', _set('task', 'contrastive'),
      ["config.task='contrastive'", "'encoder_decoder'"]),
+    ('init_mode', 'contrastive', _set('init_mode', 'lazy'),
+     ["config.init_mode='lazy'", "'jit' or 'eager'"]),
     ('cache_min_compile', 'contrastive',
      _set('compilation_cache_min_compile_secs', -1.0),
      ['config.compilation_cache_min_compile_secs=-1.0', '>= 0']),
@@ -269,6 +271,16 @@ def test_every_problem_is_listed_in_one_error(no_data_dir, nothing_runs):
 def test_good_configs_pass(experiment, no_data_dir, nothing_runs):
   config_checks.check(_config(experiment, no_data_dir))
   assert not nothing_runs, nothing_runs
+
+
+def test_eager_init_needs_one_process(no_data_dir, monkeypatch):
+  config = _config('contrastive', no_data_dir)
+  config.init_mode = 'eager'
+  config_checks.check(config)
+  monkeypatch.setattr(jax, 'process_count', lambda: 2)
+  problems = config_checks.find_problems(config)
+  assert any(p.startswith("config.init_mode='eager': needs one process "
+                          '(this run has 2)') for p in problems), problems
 
 
 def test_resuming_run_does_not_need_init_from(no_data_dir, tmp_path):

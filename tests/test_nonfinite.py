@@ -28,7 +28,7 @@ def _run(config, policy, steps=6):
                                     fields=task.fields, batch_size=8)
   states = []
   with jax.set_mesh(mesh):
-    state = jax.jit(ts.init, out_shardings=ts.shardings)()
+    state = train.init_state(ts)
     for step in range(1, steps + 1):
       batch = next(it)
       if step in POISONED:

@@ -94,7 +94,7 @@ def _run_layouts(names) -> dict:
 
     grad_fn = jax.jit(jax.grad(loss), out_shardings=ts.shardings['params'])
     with jax.set_mesh(mesh):
-      state = jax.jit(ts.init, out_shardings=ts.shardings)()
+      state = train.init_state(ts)
       with (nnx.logical_axis_rules(ts.rules),
             pipeline.microbatches(ts.microbatches)):
         grads = grad_fn(state['params'], train.shard_batch(batches[0], bs))

@@ -185,7 +185,7 @@ def test_init_from_resamples_positions_and_finetunes(trained, tmp_path,
   # weights are bit-identical, checked above; the two models' arrays are
   # placed differently, on the mesh and not, and XLA's CPU kernels may
   # round the last bit differently: seen once in a full-suite run).
-  state = jax.jit(ts.init, out_shardings=ts.shardings)()
+  state = train.init_state(ts)
   state = train.place_init_from(arrays, ts, state)
   model = nnx.merge(ts.graphdef, state['params'])
   exported = multimodal.load_pretrained(out).build_model()

@@ -77,7 +77,7 @@ def _run_layouts() -> dict:
     ts = train.make_train_state(config, tx, mesh)
     step = train.make_train_step(task, tx, lr, ts, mesh)
     with jax.set_mesh(mesh):
-      state = jax.jit(ts.init, out_shardings=ts.shardings)()
+      state = train.init_state(ts)
       losses = []
       for b in batches:
         state, metrics = step(state, train.shard_batch(
