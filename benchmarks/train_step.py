@@ -45,6 +45,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 
 from experiments import image_text
 from projects.digits import data as digits_data
@@ -54,6 +55,7 @@ from multimodal import registry
 from multimodal import runtime
 from multimodal import train
 from multimodal.models import matmul
+from multimodal.models import rng
 
 # Dense peak FLOP/s per chip (bf16, and float32 where it differs), from the
 # vendors' data sheets (no sparsity).
@@ -328,6 +330,9 @@ def main(argv=None) -> dict:
                       "instead of models/attention_core.py's and "
                       "models/activations.py's own backward passes (the "
                       'before of those two changes)')
+  parser.add_argument('--stock_rngs', action='store_true',
+                      help="models get their keys from nnx.Rngs instead of "
+                      "multimodal.models.rng.Rngs (the before of that change)")
   parser.add_argument('--compilation_cache', default='',
                       help='JAX persistent compilation cache directory (run '
                       'twice: the second run times a warm cache)')
@@ -338,6 +343,9 @@ def main(argv=None) -> dict:
   if args.plain_dots:
     # Layers read matmul.dot_general when they are built, after this.
     matmul.dot_general = jax.lax.dot_general
+  if args.stock_rngs:
+    # Read where each model is built, after this.
+    rng.Rngs = nnx.Rngs
   overrides = list(args.set)
   if args.jax_core:
     registry.register('activation', 'jax_gelu')(
@@ -351,6 +359,7 @@ def main(argv=None) -> dict:
   result['overrides'] = ' '.join(overrides)
   result['plain_dots'] = args.plain_dots
   result['jax_core'] = args.jax_core
+  result['stock_rngs'] = args.stock_rngs
   width = max(len(k) for k in result)
   for key, value in result.items():
     shown = f'{value:,.4g}' if isinstance(value, float) else value

@@ -70,6 +70,7 @@ from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
+from multimodal.models import rng
 from multimodal.models import pipeline_parallel
 from multimodal.models import video as video_model
 
@@ -727,7 +728,7 @@ def _build_problem(key: str, cfg, e: Exception) -> str:
 
 def _abstract_encoder(tower_cfg):
   with nnx.use_eager_sharding(False):
-    return nnx.eval_shape(lambda: build_model(tower_cfg, rngs=nnx.Rngs(0),
+    return nnx.eval_shape(lambda: build_model(tower_cfg, rngs=rng.Rngs(0),
                                               kind='encoder'))
 
 

@@ -47,6 +47,7 @@ import orbax.checkpoint as ocp
 from multimodal import registry
 from multimodal import tree as tree_lib
 from multimodal.models import build_model
+from multimodal.models import rng
 from multimodal.models.patch_transformer import PatchTransformer
 from multimodal.models.posemb import LearnedPosEmb
 from multimodal.models.video import VideoViT, inflate_kernel
@@ -70,7 +71,7 @@ def abstract_model(model_config, prepare=None) -> nnx.Module:
   prepare = prepare or (lambda m: m)
   with nnx.use_eager_sharding(False):
     return nnx.eval_shape(lambda: prepare(build_model(model_config,
-                                                      rngs=nnx.Rngs(0))))
+                                                      rngs=rng.Rngs(0))))
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -224,7 +225,7 @@ def model_with_params(model_config, params, *, where: str,
     if jax.tree.leaves(nnx.state(model, nnx.Not(nnx.Param))):
       model = None  # holds RNG streams etc.: build it for real
   if model is None:
-    model = build_model(model_config, rngs=rngs or nnx.Rngs(0))
+    model = build_model(model_config, rngs=rngs or rng.Rngs(0))
     if prepare is not None:
       model = prepare(model)
   state = nnx.state(model, nnx.Param)

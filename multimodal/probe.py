@@ -16,7 +16,6 @@ import json
 
 from absl import app
 from absl import flags
-from flax import nnx
 import jax
 import numpy as np
 
@@ -26,6 +25,7 @@ from multimodal.evaluators import fewshot
 from multimodal import registry
 from multimodal.data import kinds
 from multimodal.models import build_model
+from multimodal.models import rng
 
 def media_towers(model_config, input_cfg) -> dict[str, str]:
   """{input field: tower name} of the model's towers of non-text fields
@@ -67,7 +67,7 @@ def probe(path: str, data_dir: str | None, shots=(1, 5, 10), *,
   if data_dir:
     config.dataset.data_dir = data_dir
   if random_init:
-    model = build_model(export.model_config, rngs=nnx.Rngs(0))
+    model = build_model(export.model_config, rngs=rng.Rngs(0))
   else:
     model = export.build_model()
   media = list(media_towers(config.model, config.input))

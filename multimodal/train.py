@@ -51,6 +51,7 @@ from multimodal.data import prefetch
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
+from multimodal.models import rng
 from multimodal.models import pipeline_parallel
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -87,18 +88,23 @@ def make_train_state(config, tx, mesh) -> TrainState:
   rules = sharding.get_rules(config.sharding.rules,
                              config.sharding.get('overrides', ()))
   abstract_model = nnx.eval_shape(
-      lambda: build_model(config.model, rngs=nnx.Rngs(config.seed)))
+      lambda: build_model(config.model, rngs=rng.Rngs(config.seed)))
   graphdef, _ = nnx.split(abstract_model)
   param_shardings = sharding.param_shardings(
       nnx.state(abstract_model, nnx.Param), mesh, rules)
 
-  def init():
-    model = build_model(config.model, rngs=nnx.Rngs(config.seed))
-    params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  def state(params):
     return {'params': params, 'opt_state': tx.init(params),
             'step': jnp.zeros((), jnp.int32), 'health': initial_health()}
 
-  abstract = jax.eval_shape(init)
+  def init():
+    model = build_model(config.model, rngs=rng.Rngs(config.seed))
+    return state(nnx.to_pure_dict(nnx.state(model, nnx.Param)))
+
+  # The shapes from the model already traced (tracing init would build it
+  # again).
+  abstract = jax.eval_shape(state, nnx.to_pure_dict(
+      nnx.state(abstract_model, nnx.Param)))
   shardings = sharding.state_shardings(abstract, param_shardings, mesh)
   return TrainState(graphdef, init, abstract, shardings, rules,
                     microbatches(config))

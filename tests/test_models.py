@@ -208,6 +208,41 @@ def test_dropout_train_mode():
   assert not np.allclose(train_a, train_b)  # the RNG state advanced
 
 
+def test_library_rngs_are_nnx_rngs_quicker_to_trace(monkeypatch):
+  """multimodal.models.rng.Rngs draws nnx.Rngs' keys (parameters, dropout
+  masks, the lowered init program all equal) without the per-draw search
+  of the trace that makes nnx.Rngs quadratic to trace (see rng.py)."""
+  from jax._src.interpreters import partial_eval  # pylint: disable=g-import-not-at-top
+  from multimodal.models import rng  # pylint: disable=g-import-not-at-top
+  config = _config('vit', dropout=0.5, pool='mean')
+  ours, stock = (build_model(config, rngs=r(0)) for r in (rng.Rngs, nnx.Rngs))
+  def values(model):  # parameters, RNG keys (as their data) and counts
+    return [jax.random.key_data(x) if jnp.issubdtype(
+        x.dtype, jax.dtypes.prng_key) else x
+            for x in jax.tree.leaves(nnx.state(model))]
+
+  for a, b in zip(values(ours), values(stock), strict=True):
+    np.testing.assert_array_equal(a, b)
+  for _ in range(2):  # the dropout streams advance alike
+    np.testing.assert_array_equal(
+        _apply(ours, INPUTS['vit'], deterministic=False)[0],
+        _apply(stock, INPUTS['vit'], deterministic=False)[0])
+  programs = [jax.jit(lambda r=r: nnx.state(build_model(config, rngs=r(0)),
+                                            nnx.Param)).lower().as_text()
+              for r in (rng.Rngs, nnx.Rngs)]
+  assert programs[0] == programs[1]
+
+  searches = []
+  search = partial_eval.JaxprStackFrame.find_progenitors
+  monkeypatch.setattr(partial_eval.JaxprStackFrame, 'find_progenitors',
+                      lambda self, t: searches.append(1) or search(self, t))
+  nnx.eval_shape(lambda: build_model(config, rngs=nnx.Rngs(0)))
+  assert searches  # the cost rng.Rngs avoids is real
+  searches.clear()
+  nnx.eval_shape(lambda: build_model(config, rngs=rng.Rngs(0)))
+  assert not searches
+
+
 # ------------------------------------------------- contrastive & build ---
 
 

@@ -1,8 +1,10 @@
 """Model zoo: importing this package registers every model, encoder,
 decoder and fusion (registry kinds: see builder.py).
 
-  from multimodal.models import build_model
-  model = build_model({'name': 'vit', 'width': 64}, rngs=nnx.Rngs(0))
+  from multimodal.models import build_model, rng
+  model = build_model({'name': 'vit', 'width': 64}, rngs=rng.Rngs(0))
+
+(`rng.Rngs` is nnx.Rngs, quicker to trace: see rng.py.)
 """
 from multimodal.models import audio_encoder  # noqa: F401 (registers)
 from multimodal.models import contrastive  # noqa: F401 (registers)

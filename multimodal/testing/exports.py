@@ -17,6 +17,7 @@ import orbax.checkpoint as ocp
 from multimodal import export as export_lib
 from multimodal import registry
 from multimodal.models import build_model
+from multimodal.models import rng
 
 
 def untrained_export(config, out: str) -> str:
@@ -30,7 +31,7 @@ def untrained_export(config, out: str) -> str:
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, 'config.json'), 'w') as f:
     f.write(config.to_json_best_effort(indent=2))
-  model = build_model(config.model, rngs=nnx.Rngs(config.seed))
+  model = build_model(config.model, rngs=rng.Rngs(config.seed))
   params = jax.tree.map(np.asarray,
                         nnx.to_pure_dict(nnx.state(model, nnx.Param)))
   with ocp.StandardCheckpointer() as checkpointer:  # waits for the write
