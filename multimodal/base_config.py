@@ -45,10 +45,10 @@ def base() -> mlc.ConfigDict:
   c.restore_step = mlc.FieldReference(None, field_type=int)
   # How a fresh run creates its parameters and optimizer state: 'jit' (one
   # compiled program that creates each array where the sharding rules put
-  # it) or 'eager' (op by op, nothing to compile: on CPU it takes 7 s
-  # instead of 21 s for ViT-B/32 SigLIP; one process only, and the whole
-  # state is built on one device before it is placed). Values agree to
-  # float32 rounding (see benchmarks/README.md).
+  # it) or 'eager' (op by op, nothing to compile: ViT-B/32 SigLIP's init
+  # takes 8.8 s instead of 18.1 s on 2 CPU cores; one process only, and the
+  # whole state is built on one device before it is placed). Values agree
+  # to float32 rounding (benchmarks/README.md, fast-path section).
   c.init_mode = 'jit'
   # (first, last) steps to trace with the JAX profiler into WORKDIR/profile
   # (open with TensorBoard's profile plugin or Perfetto); () traces nothing.
