@@ -22,8 +22,10 @@ task's loss) on synthetic batches, compiled ahead of time
 patch embedding, projections and logits) cross-checked against XLA's
 `cost_analysis()` of the compiled step. MFU = model FLOPs / step time /
 peak; the peak is a table of published dense peaks for accelerators
-(bf16 unless --dtype float32 on GPU) and, on CPU, a large matmul measured
-in the same run at the step's dtype. Prints a table; --json writes it.
+(bf16 unless --dtype float32 on GPU) and, on CPU, a large matmul at the
+step's dtype measured between the timed steps (before each and after the
+last; the median), so that step and peak see the same load on a shared
+machine. Prints a table; --json writes it.
 
 On CPU, glibc malloc costs several seconds per large step in page faults;
 preload tcmalloc for figures worth comparing (apt-get install
@@ -32,6 +34,7 @@ libtcmalloc-minimal4; LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.s
 from __future__ import annotations
 
 import argparse
+import functools
 import ast
 import json
 import os
@@ -184,6 +187,15 @@ def analytic_flops(config, batch: int) -> float:
   return 3.0 * total * batch
 
 
+@functools.lru_cache(maxsize=None)
+def _square_matmul(dtype: str, n: int):
+  """(compiled x @ x with float32 accumulation, an [n, n] `dtype` x)."""
+  a = jnp.ones((n, n), dtype)
+  f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
+  f(a).block_until_ready()
+  return f, a
+
+
 def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   """FLOP/s of an n^3 matmul at `dtype` on this CPU (median of repeats).
 
@@ -191,9 +203,7 @@ def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
   do (multimodal/models/matmul.py): XLA CPU's fastest bfloat16 kernels
   (AMX / AVX512-BF16) are only taken for that form.
   """
-  a = jnp.ones((n, n), dtype)
-  f = jax.jit(lambda x: jnp.dot(x, x, preferred_element_type=jnp.float32))
-  f(a).block_until_ready()
+  f, a = _square_matmul(dtype, n)
   times = []
   for _ in range(repeats):
     t = time.perf_counter()
@@ -203,13 +213,9 @@ def cpu_peak(dtype: str, n: int = 2048, repeats: int = 5) -> float:
 
 
 def peak_flops(dtype: str) -> tuple[float, str]:
-  """(peak FLOP/s of all the process's devices together, its source)."""
+  """(data-sheet peak FLOP/s of all the process's accelerators together,
+  its source); on CPU `run` measures the peak instead (cpu_peak)."""
   device = jax.devices()[0]
-  if device.platform == 'cpu':
-    # Every CPU device of a process shares the host's cores (e.g. fake
-    # devices from jax_num_cpu_devices): the measured matmul is already
-    # the whole host's peak.
-    return cpu_peak(dtype), f'measured {dtype} 2048^3 matmul'
   for name, peaks in PEAKS.items():
     if device.device_kind.startswith(name):
       key = 'float32' if dtype == 'float32' and 'float32' in peaks else (
@@ -277,14 +283,26 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
     for _ in range(warmup):
       state, metrics = compiled(state, batch_arrays)
     jax.block_until_ready(metrics)
-    times = []
+    on_cpu = jax.devices()[0].platform == 'cpu'
+    times, peaks = [], []
     for _ in range(steps):
+      if on_cpu:
+        peaks.append(cpu_peak(dtype, repeats=3))
       t = time.perf_counter()
       state, metrics = compiled(state, batch_arrays)
       jax.block_until_ready(metrics)
       times.append(time.perf_counter() - t)
   flops = analytic_flops(config, batch)
-  peak, peak_source = peak_flops(dtype)
+  if on_cpu:
+    peaks.append(cpu_peak(dtype, repeats=3))
+    # Every CPU device of a process shares the host's cores (e.g. fake
+    # devices from jax_num_cpu_devices): the matmul is the whole host's.
+    peak = statistics.median(peaks)
+    peak_source = (f'measured {dtype} 2048^3 matmul, median of '
+                   f'{len(peaks)} between the steps')
+  else:
+    peak, peak_source = peak_flops(dtype)
+    peaks = [peak]
   median = statistics.median(times)
   params = sum(x.size for x in jax.tree.leaves(state['params']))
   return {
@@ -296,6 +314,7 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
       'model_flops_per_step': flops, 'xla_flops_per_step': xla_flops,
       'achieved_flops_per_s': flops / median,
       'peak_flops_per_s': peak, 'peak_source': peak_source,
+      'peak_flops_min': min(peaks), 'peak_flops_max': max(peaks),
       'mfu': flops / median / peak,
       'init_mode': config.init_mode, 'init_s': t_init, 'init_trace_s': t_build,
       'lower_s': t_lower, 'compile_s': t_compile,

@@ -33,6 +33,10 @@ def test_train_step_benchmark_smoke(tmp_path):
   assert result['init_mode'] == 'eager'
   assert result['mfu'] == pytest.approx(result['achieved_flops_per_s'] /
                                         result['peak_flops_per_s'])
+  # The peak: the median of matmuls timed before each step and after.
+  assert 'median of 3 between the steps' in result['peak_source']
+  assert (result['peak_flops_min'] <= result['peak_flops_per_s']
+          <= result['peak_flops_max'])
   for key in ('step_s_median', 'examples_per_s', 'model_flops_per_step',
               'xla_flops_per_step', 'achieved_flops_per_s',
               'peak_flops_per_s', 'mfu', 'init_s', 'compile_s',
