@@ -70,8 +70,8 @@ from multimodal.data import pipeline
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
-from multimodal.models import rng
 from multimodal.models import pipeline_parallel
+from multimodal.models import rng
 from multimodal.models import video as video_model
 
 # Problems longer than this are cut: a one-line error must stay readable.
@@ -418,8 +418,9 @@ def _mesh(config) -> list[str]:
     return out + [problem('mesh', shown, str(e))]
   mode = _get(config, 'init_mode', 'jit')
   if mode not in base_config.INIT_MODES:
-    out.append(problem('init_mode', mode, "must be 'jit' or 'eager' (how a "
-                       'fresh run creates its train state)'))
+    out.append(problem('init_mode', mode, 'must be one of '
+                       f'{base_config.INIT_MODES} (how a fresh run creates '
+                       'its train state)'))
   elif mode == 'eager' and jax.process_count() > 1:
     out.append(problem('init_mode', mode, 'needs one process (this run has '
                        f'{jax.process_count()}); use init_mode=\'jit\', '

@@ -51,8 +51,8 @@ from multimodal.data import prefetch
 from multimodal.data import sources
 from multimodal.data import text as text_lib
 from multimodal.models import build_model
-from multimodal.models import rng
 from multimodal.models import pipeline_parallel
+from multimodal.models import rng
 
 _CONFIG = config_flags.DEFINE_config_file(
     'config', None, 'Experiment config file, optionally with :VARIANT.',

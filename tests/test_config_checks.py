@@ -217,7 +217,7 @@ BATTERY = [
     ('contrastive_task_on_encoder_decoder', 'vqa', _set('task', 'contrastive'),
      ["config.task='contrastive'", "'encoder_decoder'"]),
     ('init_mode', 'contrastive', _set('init_mode', 'lazy'),
-     ["config.init_mode='lazy'", "'jit' or 'eager'"]),
+     ["config.init_mode='lazy'", "one of ('jit', 'eager')"]),
     ('cache_min_compile', 'contrastive',
      _set('compilation_cache_min_compile_secs', -1.0),
      ['config.compilation_cache_min_compile_secs=-1.0', '>= 0']),
