@@ -26,6 +26,9 @@ baseline. Variants:
   mu_bf16      float32, AdamW's first moment in bfloat16
                (config.optimizer.mu_dtype): less optimizer traffic
   bf16_mu_bf16  the same with bfloat16 compute
+  sequential   the state created, then the step lowered and compiled: the
+               before of train.compile_during (the step compiled in a
+               thread while the state is created)
   stock_rngs   models get their keys from nnx.Rngs, whose draws search the
                whole trace: the before of multimodal/models/rng.py
   eager_init   config.init_mode='eager': the state created op by op, no
@@ -61,7 +64,7 @@ from multimodal import runtime
 CPU_ONLY = ('glibc', 'onednn', 'xnnpack')
 VARIANTS = ('baseline', 'glibc', 'onednn', 'xnnpack', 'bf16',
             'bf16_plain_dots', 'jax_core', 'bf16_jax_core', 'mu_bf16',
-            'bf16_mu_bf16', 'stock_rngs', 'eager_init', 'scan', 'remat',
+            'bf16_mu_bf16', 'sequential', 'stock_rngs', 'eager_init', 'scan', 'remat',
             'cache_cold', 'cache_warm', 'scan_cache_warm', 'scan_eager_init')
 
 
@@ -93,6 +96,8 @@ def variant_command(name: str, model: str, cache: str):
     args += ['--set', 'optimizer.mu_dtype=bfloat16']
     if name == 'bf16_mu_bf16':
       args += ['--dtype', 'bfloat16']
+  elif name == 'sequential':
+    args += ['--sequential']
   elif name == 'stock_rngs':
     args += ['--stock_rngs']
   elif name == 'eager_init':

@@ -15,8 +15,9 @@ Models (named sizes, models/sizes.py):
                contrastive.py: image, audio and text towers)
 
 The step is `multimodal.train.make_train_step` (AdamW, clipping, the
-task's loss) on synthetic batches, compiled ahead of time
-(`.lower().compile()`, timed), then run --warmup times and timed over
+task's loss) on synthetic batches, compiled ahead of time while the state
+is created, as the trainer starts (`train.compile_during`; --sequential:
+one after the other), then run --warmup times and timed over
 --steps with `block_until_ready` (median and min). FLOPs: an analytic count
 (3 x the forward matmul and attention FLOPs of every transformer layer,
 patch embedding, projections and logits) cross-checked against XLA's
@@ -247,7 +248,7 @@ def apply_overrides(config, overrides) -> None:
 
 
 def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
-        overrides=()) -> dict:
+        overrides=(), sequential: bool = False) -> dict:
   config = model_config(name, dtype)
   apply_overrides(config, overrides)
   config.batch_size = batch
@@ -258,17 +259,26 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
   task, ts, step_fn = train.make_trainer(config, mesh)
   with jax.set_mesh(mesh):
     t_build = time.perf_counter() - t0
-    state = train.init_state(ts, config.init_mode)
-    jax.block_until_ready(state)
-    t_init = time.perf_counter() - t0
     batch_arrays = train.shard_batch(synthetic_batch(config, task, batch),
                                      mesh_lib.batch_sharding(mesh))
+
+    def make_state():
+      return jax.block_until_ready(train.init_state(ts, config.init_mode))
+
     t = time.perf_counter()
-    lowered = step_fn.lower(state, batch_arrays)
-    t_lower = time.perf_counter() - t
-    t = time.perf_counter()
-    compiled = lowered.compile()
-    t_compile = time.perf_counter() - t
+    if sequential:  # the before of train.compile_during
+      state = make_state()
+      start = {'init_s': time.perf_counter() - t}
+      t1 = time.perf_counter()
+      lowered = step_fn.lower(state, batch_arrays)
+      start['lower_s'] = time.perf_counter() - t1
+      t1 = time.perf_counter()
+      compiled = lowered.compile()
+      start['compile_s'] = time.perf_counter() - t1
+    else:  # as the trainer starts
+      state, compiled, start = train.compile_during(step_fn, ts, batch_arrays,
+                                                    make_state)
+    t_ready = time.perf_counter() - t
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     # The cost of one device's (SPMD-partitioned) program: times the device
@@ -316,10 +326,11 @@ def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
       'peak_flops_per_s': peak, 'peak_source': peak_source,
       'peak_flops_min': min(peaks), 'peak_flops_max': max(peaks),
       'mfu': flops / median / peak,
-      'init_mode': config.init_mode, 'init_s': t_init, 'init_trace_s': t_build,
-      'lower_s': t_lower, 'compile_s': t_compile,
+      'init_mode': config.init_mode, 'sequential': sequential,
+      'init_s': t_build + start['init_s'], 'init_trace_s': t_build,
+      'lower_s': start['lower_s'], 'compile_s': start['compile_s'],
       'first_step_s': t_first,
-      'time_to_first_step_s': t_init + t_lower + t_compile + t_first,
+      'time_to_first_step_s': t_build + t_ready + t_first,
       'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
                           if memory is not None else float('nan')),
       'loss': float(metrics['loss']),
@@ -349,6 +360,10 @@ def main(argv=None) -> dict:
                       "instead of models/attention_core.py's and "
                       "models/activations.py's own backward passes (the "
                       'before of those two changes)')
+  parser.add_argument('--sequential', action='store_true',
+                      help='create the state, then lower and compile the '
+                      'step, instead of compiling it during the init as the '
+                      'trainer does (the before of train.compile_during)')
   parser.add_argument('--stock_rngs', action='store_true',
                       help="models get their keys from nnx.Rngs instead of "
                       "multimodal.models.rng.Rngs (the before of that change)")
@@ -372,7 +387,7 @@ def main(argv=None) -> dict:
     for path in stack_paths(model_config(args.model, args.dtype)):
       overrides += [f'{path}.attention_impl=xla', f'{path}.activation=jax_gelu']
   result = run(args.model, batch, args.steps, args.warmup, args.dtype,
-               overrides)
+               overrides, args.sequential)
   result['allocator'] = runtime.allocator()
   result['xla_flags'] = os.environ.get('XLA_FLAGS', '')
   result['overrides'] = ' '.join(overrides)

@@ -154,6 +154,45 @@ def _one_step(config, batch):
                                          mesh_lib.batch_sharding(mesh)))
 
 
+@pytest.mark.usefixtures('fast_compiles')
+def test_the_step_compiled_during_init_is_the_jitted_step(tiny_config):
+  """train.compile_during: the state make_state returns, and a compiled step
+  whose result equals the jitted step's; a batch of other shapes goes to
+  the jitted step; make_state's error reaches the caller."""
+  config = tiny_config
+  task = registry.get('task', config.task)(config)
+  it, _, _ = pipeline.make_iterator(config, 'train', train=True,
+                                    fields=task.fields,
+                                    batch_size=config.batch_size)
+  mesh = mesh_lib.build_mesh(config.mesh)
+  _, ts, step = train.make_trainer(config, mesh)
+  batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
+  with jax.set_mesh(mesh):
+    made = []
+    state, compiled, times = train.compile_during(
+        step, ts, batch, lambda: made.append(1) or train.init_state(ts))
+    assert made == [1] and set(times) == {'lower_s', 'compile_s', 'init_s'}
+    want_state, want = step(train.init_state(ts), batch)
+    got_state, got = compiled(state, batch)
+    for a, b in zip(jax.tree.leaves((got_state, got)),
+                    jax.tree.leaves((want_state, want))):
+      np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+
+    calls = []
+    run = train.same_shapes_or(
+        lambda s, b: calls.append('compiled') or (s, {}), batch,
+        lambda s, b: calls.append('jit') or (s, {}))
+    half = jax.tree.map(lambda x: x[:x.shape[0] // 2], batch)
+    run(None, batch)
+    run(None, half)
+    assert calls == ['compiled', 'jit']
+
+    def broken():
+      raise RuntimeError('no state')
+    with pytest.raises(RuntimeError, match='no state'):
+      train.compile_during(step, ts, batch, broken)
+
+
 # Both model families; vqa's model is captioning's (~40 s each on 2 cores).
 @pytest.mark.usefixtures('fast_compiles')
 @pytest.mark.parametrize('experiment', ['contrastive', 'captioning'])
