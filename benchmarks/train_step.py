@@ -35,8 +35,8 @@ libtcmalloc-minimal4; LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.s
 from __future__ import annotations
 
 import argparse
-import functools
 import ast
+import functools
 import json
 import os
 import statistics

@@ -124,7 +124,8 @@ def init_state(ts: TrainState, mode: str = 'jit') -> dict:
   if mode == 'jit':
     return jax.jit(ts.init, out_shardings=ts.shardings)()
   if mode != 'eager':
-    raise ValueError(f"init mode must be 'jit' or 'eager', got {mode!r}.")
+    choices = ' or '.join(repr(m) for m in base_config.INIT_MODES)
+    raise ValueError(f'init mode must be {choices}, got {mode!r}.')
   if jax.process_count() > 1:
     raise ValueError("init_mode='eager' needs one process (this run has "
                      f"{jax.process_count()}); use init_mode='jit'.")
@@ -147,8 +148,7 @@ def compile_during(step_fn, ts: TrainState, batch: dict, make_state
 
   The step is lowered against the state's shapes and shardings (no state
   needed), then XLA compiles it in a thread, which releases the GIL, while
-  `make_state` runs here (an init or a restore: its own compile, device
-  work or reads). On two CPU cores this took ViT-B/32 SigLIP's start from
+  `make_state` runs here (the init: its own compile or op-by-op work). On two CPU cores this took ViT-B/32 SigLIP's start from
   38.8 s to 24.6 s with the jitted init (benchmarks/README.md). Call under
   the mesh.
 
@@ -629,8 +629,10 @@ def _train_and_evaluate(config, workdir: str, guard) -> dict:
       periodic_eval()
     while step < config.total_steps:
       profiler.before_step(step + 1)
-      batch, first_batch = (first_batch if first_batch is not None
-                            else next(train_iter)), None
+      if first_batch is not None:  # read before the init (compile_during)
+        batch, first_batch = first_batch, None
+      else:
+        batch = next(train_iter)
       # The step reads only device arrays: an implicit transfer (a host
       # value passed in, or a host sync inside) is an error, not a stall.
       with jax.set_mesh(mesh), jax.transfer_guard('disallow'):
