@@ -141,6 +141,7 @@ INSTALL = {
                    'DIR or BIG_VISION_DIR=DIR; its other imports (flax, '
                    'optax, einops, ml_collections, absl) are already ours'),
 }
+INSTALL['pair'] = INSTALL['big_vision']
 
 
 def spec_param_count(spec: dict) -> int:
@@ -224,18 +225,21 @@ class NotInstalled(Exception):
   pass
 
 
-def child_multimodal(args, spec) -> dict:
+def _import_train_step():
+  """benchmarks/train_step.py (our side of every comparison)."""
   try:
     sys.path.insert(0, HERE)
     sys.path.insert(0, ROOT)
-    import jax  # pylint: disable=g-import-not-at-top
-    import flax  # pylint: disable=g-import-not-at-top
     import train_step  # pylint: disable=g-import-not-at-top
-    from multimodal.models import sizes  # pylint: disable=g-import-not-at-top
   except ImportError as e:
     raise NotInstalled(str(e)) from e
-  # train_step.model_config is the source of truth for our model: check it
-  # still builds what the peers build.
+  return train_step
+
+
+def _check_multimodal_model(train_step, args, spec) -> None:
+  """train_step.model_config is the source of truth for our model: raises
+  unless it still builds what the peers build."""
+  from multimodal.models import sizes  # pylint: disable=g-import-not-at-top
   c = train_step.model_config(args.model, args.dtype)
   got = {'image_size': c.input.image_size, 'embed_dim': c.model.embed_dim,
          'length': c.input.max_text_len}
@@ -266,6 +270,15 @@ def child_multimodal(args, spec) -> dict:
     raise ValueError(f'benchmarks/train_step.model_config({args.model!r}) '
                      f'no longer matches peers.SPECS / OPT_BY_MODEL: {got} '
                      f'!= {want}')
+
+
+def child_multimodal(args, spec) -> dict:
+  train_step = _import_train_step()
+  # pylint: disable=g-import-not-at-top
+  import flax
+  import jax
+  # pylint: enable=g-import-not-at-top
+  _check_multimodal_model(train_step, args, spec)
   r = train_step.run(args.model, args.batch, args.steps, args.warmup,
                      args.dtype)
   return dict(
@@ -448,7 +461,11 @@ def _git_commit(directory: str) -> str:
     return open(path).read().strip() if os.path.exists(path) else 'unknown'
 
 
-def child_big_vision(args, spec) -> dict:
+def _big_vision_step(args, spec) -> dict:
+  """big_vision's model and compiled update function (see the module doc):
+  {'step': runs one step, waited for, and returns its measurements; 't0':
+  when the model was built; 'cost', 'memory': XLA's analyses of the step;
+  'note'; 'params'}."""
   two_towers, bv_optax, note = _import_big_vision(args.big_vision_dir)
   # pylint: disable=g-import-not-at-top
   import functools
@@ -527,35 +544,88 @@ def child_big_vision(args, spec) -> dict:
   cost = compiled.cost_analysis()
   cost = cost[0] if isinstance(cost, (list, tuple)) else cost
   memory = compiled.memory_analysis()
-  state = {'train': train_state, 'out': None}
+  params = sum(x.size for x in jax.tree.leaves(train_state['params']))
+  state = {'train': train_state}
 
   def step():
-    state['train'], state['out'] = compiled(state['train'], rng, images,
-                                            texts)
-    jax.block_until_ready(state['out'])
+    state['train'], out = compiled(state['train'], rng, images, texts)
+    return jax.block_until_ready(out)
+
+  return {'step': step, 't0': t0, 'cost': cost, 'memory': memory,
+          'note': note, 'params': params,
+          'versions': {'jax': jax.__version__, 'flax': flax.__version__,
+                       'big_vision': _git_commit(args.big_vision_dir)}}
+
+
+def child_big_vision(args, spec) -> dict:
+  # pylint: disable-next=g-import-not-at-top
+  import jax
+  bv = _big_vision_step(args, spec)
+  out = {}
+
+  def step():
+    out.update(bv['step']())
 
   step()
-  first = time.perf_counter() - t0
+  first = time.perf_counter() - bv['t0']
   times = _time_steps(step, args.warmup, args.steps)
+  cost, memory = bv['cost'], bv['memory']
   return dict(
       precision=('float32' if args.dtype == 'float32'
                  else 'bfloat16 (image matmuls)'),
       step_s_median=statistics.median(times), step_s_min=min(times),
-      params=sum(x.size for x in jax.tree.leaves(
-          state['train']['params'])),
-      time_to_first_step_s=first,
-      loss=float(state['out']['training_loss']),
+      params=bv['params'], time_to_first_step_s=first,
+      loss=float(out['training_loss']),
       device=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
-      versions={'jax': jax.__version__, 'flax': flax.__version__,
-                'big_vision': _git_commit(args.big_vision_dir)},
-      detail={'note': note,
+      versions=bv['versions'],
+      detail={'note': bv['note'],
               'xla_flops_per_step': float((cost or {}).get('flops', 'nan')),
               'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
                                   if memory is not None else None)})
 
 
+def child_pair(args, spec) -> dict:
+  """multimodal and big_vision in one process, their steps alternating.
+
+  Both are JAX: one process can hold both steps, so every round times one
+  step of each right after the other (which goes first alternates), and a
+  machine's load drifts over both alike, which separate children one after
+  another cannot ensure. The paired ratio is the median over rounds of our
+  step / big_vision's step of the same round.
+  """
+  train_step = _import_train_step()
+  import jax  # pylint: disable=g-import-not-at-top
+  _check_multimodal_model(train_step, args, spec)
+  theirs = _big_vision_step(args, spec)  # first: fails fast if missing
+  ours = train_step.compiled_step(args.model, args.batch, args.dtype)
+  steps = {'multimodal': ours['step'], 'big_vision': theirs['step']}
+  for _ in range(1 + args.warmup):  # the first calls, untimed
+    for step in steps.values():
+      step()
+  times = {name: [] for name in steps}
+  losses = {}
+  for rnd in range(args.steps):
+    order = list(steps) if rnd % 2 == 0 else list(steps)[::-1]
+    for name in order:
+      t = time.perf_counter()
+      out = steps[name]()
+      times[name].append(time.perf_counter() - t)
+      losses[name] = float(out['loss' if name == 'multimodal'
+                               else 'training_loss'])
+  paired = [a / b for a, b in zip(times['multimodal'], times['big_vision'])]
+  return dict(
+      precision=args.dtype,
+      step_s=times, loss=losses,
+      step_s_median={k: statistics.median(v) for k, v in times.items()},
+      step_s_min={k: min(v) for k, v in times.items()},
+      paired_ratio_median=statistics.median(paired),
+      params={'multimodal': ours['params'], 'big_vision': theirs['params']},
+      device=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
+      versions=theirs['versions'])
+
+
 CHILDREN = {'multimodal': child_multimodal, 'open_clip': child_open_clip,
-            'big_vision': child_big_vision}
+            'big_vision': child_big_vision, 'pair': child_pair}
 
 
 def child_main(args) -> int:
@@ -611,7 +681,7 @@ def run_child(args, framework: str, dtype: str, env: dict) -> dict:
            '--model', args.model, '--batch', str(args.batch),
            '--steps', str(args.steps), '--warmup', str(args.warmup),
            '--dtype', dtype, '--out', out]
-    if framework == 'big_vision':
+    if framework in ('big_vision', 'pair'):
       cmd += ['--big_vision_dir', args.big_vision_dir or '']
     t = time.perf_counter()
     try:
@@ -795,6 +865,56 @@ def parent_main(args) -> dict:
   return result
 
 
+def pair_main(args) -> dict:
+  """--pair: one child_pair per round and dtype; a table of both steps and
+  their paired ratio."""
+  dtypes = (['float32', 'bfloat16'] if args.dtype == 'both'
+            else [args.dtype])
+  env = child_env(args.allocator)
+  print(f'peers --pair: --model {args.model} --batch {args.batch} --steps '
+        f'{args.steps} --warmup {args.warmup} --rounds {args.rounds}; '
+        f'allocator {args.allocator}; {os.cpu_count()} CPUs', flush=True)
+  runs = []
+  for rnd in range(args.rounds):
+    for dtype in dtypes:
+      print(f'round {rnd + 1}/{args.rounds}: multimodal + big_vision '
+            f'{dtype} ...', end=' ', flush=True)
+      r = run_child(args, 'pair', dtype, env)
+      r.update(round=rnd + 1, dtype=dtype)
+      runs.append(r)
+      if r['status'] != 'ok':
+        print(f'{r["status"]}: {r["error"]}', flush=True)
+        if r.get('install'):
+          print(f'install: {r["install"]}')
+        if r.get('stderr_tail'):
+          print(r['stderr_tail'], file=sys.stderr)
+        continue
+      print(f'ours / big_vision {r["paired_ratio_median"]:.3f}x (child '
+            f'{r["child_wall_s"]:.0f} s)', flush=True)
+  lines = ['| precision | round | multimodal median (min) | big_vision median '
+           '(min) | ours / big_vision, paired median | probe |',
+           '| --- | --- | --- | --- | --- | --- |']
+  for r in runs:
+    if r['status'] != 'ok':
+      continue
+    med, low = r['step_s_median'], r['step_s_min']
+    lines.append(
+        f"| {r['dtype']} | {r['round']} | {med['multimodal']:.3f} s "
+        f"({low['multimodal']:.3f}) | {med['big_vision']:.3f} s "
+        f"({low['big_vision']:.3f}) | {r['paired_ratio_median']:.3f}x | "
+        f"{min(r['probe_gflops']):.0f} GFLOP/s |")
+  print()
+  print('\n'.join(lines))
+  result = dict(model=args.model, batch=args.batch, steps=args.steps,
+                warmup=args.warmup, rounds=args.rounds,
+                allocator=args.allocator, cpu_count=os.cpu_count(),
+                runs=runs)
+  if args.json:
+    with open(args.json, 'w') as f:
+      json.dump(result, f, indent=2)
+  return result
+
+
 def main(argv=None):
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--model', default='siglip_b32', choices=sorted(SPECS))
@@ -822,14 +942,19 @@ def main(argv=None):
                       help='seconds one child may take')
   parser.add_argument('--param_tolerance', type=float, default=0.02)
   parser.add_argument('--json', default=None, help='write the results here')
-  parser.add_argument('--child', choices=FRAMEWORKS, help=argparse.SUPPRESS)
+  parser.add_argument('--pair', action='store_true',
+                      help='instead of one child per framework: multimodal '
+                      'and big_vision in one child, their steps alternating '
+                      '(--steps per round; child_pair)')
+  parser.add_argument('--child', choices=FRAMEWORKS + ('pair',),
+                      help=argparse.SUPPRESS)
   parser.add_argument('--out', help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.child:
     if args.dtype == 'both' or not args.out:
       parser.error('--child runs one --dtype and needs --out')
     sys.exit(child_main(args))
-  return parent_main(args)
+  return pair_main(args) if args.pair else parent_main(args)
 
 
 if __name__ == '__main__':

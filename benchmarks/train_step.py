@@ -54,6 +54,7 @@ from flax import nnx
 from experiments import image_text
 from projects.digits import data as digits_data
 from projects.digits.configs import contrastive as digits_contrastive
+from multimodal import checkpoint as ckpt_lib
 from multimodal import mesh as mesh_lib
 from multimodal import registry
 from multimodal import runtime
@@ -245,6 +246,46 @@ def apply_overrides(config, overrides) -> None:
     # A new leaf is allowed: a tower's options need not all be listed in
     # its config, and build_model names any the module does not take.
     node[leaf] = value
+
+
+def compiled_step(name: str, batch: int, dtype: str, overrides=(),
+                  compiler_options: dict | None = None) -> dict:
+  """A named model's training step, compiled, with its state and batch.
+
+  For timing steps against each other in one process (step_ab.py, peers.py
+  --pair). Returns {'step': a function that runs one step (state donated
+  and replaced) and returns its metrics, waited for; 'compile_s';
+  'params' (the parameter count); 'temp_memory_mib'}.
+  """
+  config = model_config(name, dtype)
+  apply_overrides(config, overrides)
+  config.batch_size = batch
+  config.total_steps = 1000
+  config.mesh.data = -1
+  mesh = mesh_lib.build_mesh(config.mesh)
+  task, ts, step_fn = train.make_trainer(config, mesh)
+  with jax.set_mesh(mesh):
+    batch_arrays = train.shard_batch(synthetic_batch(config, task, batch),
+                                     mesh_lib.batch_sharding(mesh))
+    lowered = step_fn.lower(ckpt_lib.abstract_like(ts.abstract, ts.shardings),
+                            batch_arrays)
+    t = time.perf_counter()
+    compiled = lowered.compile(compiler_options=compiler_options or None)
+    compile_s = time.perf_counter() - t
+    held = {'state': jax.block_until_ready(
+        train.init_state(ts, config.init_mode))}
+  memory = compiled.memory_analysis()
+
+  def step() -> dict:
+    with jax.set_mesh(mesh):
+      held['state'], metrics = compiled(held['state'], batch_arrays)
+      return jax.block_until_ready(metrics)
+
+  return {'step': step, 'compile_s': compile_s,
+          'params': sum(x.size for x in jax.tree.leaves(
+              held['state']['params'])),
+          'temp_memory_mib': (memory.temp_size_in_bytes / 2 ** 20
+                              if memory is not None else float('nan'))}
 
 
 def run(name: str, batch: int, steps: int, warmup: int, dtype: str,

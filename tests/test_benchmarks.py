@@ -226,3 +226,87 @@ def test_peers_big_vision_child(tmp_path):
                                 '--big_vision_dir', directory)
   # Its two projection heads have biases (2 x embed_dim): ours have none.
   assert result['params'] == expected + 2 * 32, result
+
+
+def test_step_ab_benchmark_smoke(tmp_path):
+  """Variants of one config in one process: a config change on every stack
+  and an XLA compiler option, timed round-robin."""
+  out = tmp_path / 'ab.json'
+  stdout = _run('step_ab.py', '--model', 'tiny', '--rounds', '2',
+                '--set', 'init_mode=eager',
+                '--variant', 'base',
+                '--variant', 'remat', 'stacks.remat=full',
+                '--variant', 'no_fast_math',
+                'xla:xla_cpu_enable_fast_math=False', '--json', str(out))
+  with open(out) as f:
+    result = json.load(f)
+  base, remat, options = result['variants']
+  assert [v['name'] for v in result['variants']] == ['base', 'remat',
+                                                     'no_fast_math']
+  assert result['common'] == 'init_mode=eager'
+  assert base['paired_ratio_median'] == 1.0
+  # Every stack of the tiny model got the override; only the options' variant
+  # compiled with an option.
+  assert remat['overrides'].split() == [
+      'model.towers.image.remat=full', 'model.towers.text.remat=full']
+  assert options['compiler_options'] == {'xla_cpu_enable_fast_math': False}
+  assert not base['compiler_options'] and not base['overrides']
+  for v in result['variants']:
+    assert len(v['step_s']) == 2 and min(v['step_s']) > 0
+    assert v['step_s_median'] == pytest.approx(
+        sorted(v['step_s'])[0] / 2 + sorted(v['step_s'])[1] / 2)
+    assert math.isfinite(v['loss']) and v['compile_s'] > 0
+  # Recomputing a block changes no value: the same loss as without remat.
+  assert remat['loss'] == pytest.approx(base['loss'], rel=1e-5)
+  assert '| no_fast_math |' in stdout and 'vs base (paired)' in stdout
+
+
+def test_step_ab_names_a_malformed_variant():
+  from benchmarks import step_ab  # pylint: disable=g-import-not-at-top
+  stacks = ['model.towers.image', 'model.towers.text']
+  name, overrides, options = step_ab.parse_variant(
+      ['scan', 'stacks.scan_layers=True', 'optimizer.mu_dtype=bfloat16',
+       'xla:xla_cpu_experimental_ynn_fusion_type='], stacks)
+  assert name == 'scan' and options == {
+      'xla_cpu_experimental_ynn_fusion_type': ''}
+  assert overrides == ['model.towers.image.scan_layers=True',
+                       'model.towers.text.scan_layers=True',
+                       'optimizer.mu_dtype=bfloat16']
+  with pytest.raises(ValueError, match='not KEY=VALUE'):
+    step_ab.parse_variant(['scan', 'stacks.scan_layers'], stacks)
+  with pytest.raises(ValueError, match="first word is the variant's name"):
+    step_ab.parse_variant(['stacks.scan_layers=True'], stacks)
+  with pytest.raises(ValueError, match='names must differ'):
+    step_ab.run('tiny', 4, 1, 'float32', [('a', [], {}), ('a', [], {})], [])
+
+
+def test_peers_pair_child(tmp_path):
+  """multimodal and big_vision in one process, steps alternating."""
+  directory = os.environ.get('BIG_VISION_DIR', '')
+  if not os.path.isdir(os.path.join(directory, 'big_vision')):
+    pytest.skip('no big_vision checkout (BIG_VISION_DIR)')
+  out = tmp_path / 'pair.json'
+  stdout = _run('peers.py', '--pair', '--model', 'tiny', '--rounds', '1',
+                '--steps', '3', '--warmup', '0', '--big_vision_dir',
+                directory, '--json', str(out))
+  with open(out) as f:
+    (run,) = json.load(f)['runs']
+  assert run['status'] == 'ok', run
+  for name in ('multimodal', 'big_vision'):
+    assert len(run['step_s'][name]) == 3 and min(run['step_s'][name]) > 0
+    assert math.isfinite(run['loss'][name])
+  paired = sorted(a / b for a, b in zip(run['step_s']['multimodal'],
+                                        run['step_s']['big_vision']))
+  assert run['paired_ratio_median'] == pytest.approx(paired[1])
+  assert run['params']['big_vision'] == run['params']['multimodal'] + 2 * 32
+  assert '| float32 | 1 |' in stdout, stdout
+
+
+def test_peers_pair_without_big_vision_says_how_to_install(tmp_path):
+  out = tmp_path / 'pair.json'
+  stdout = _run('peers.py', '--pair', '--model', 'tiny', '--rounds', '1',
+                '--big_vision_dir', str(tmp_path), '--json', str(out))
+  with open(out) as f:
+    (run,) = json.load(f)['runs']
+  assert run['status'] == 'not installed', run
+  assert 'BIG_VISION_DIR' in stdout, stdout
