@@ -89,3 +89,51 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(
   params = mngr.restore(last, args=ocp.args.Composite(
       state=ocp.args.StandardRestore()))['state']['params']
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
+
+
+def test_the_guarded_update_needs_no_second_copy_of_the_state(
+    tiny_config, monkeypatch):
+  """The update runs under a conditional: the step's temporaries are fewer
+  than with the update computed and then a select of every value (the
+  former form, which kept the updated state beside the old one)."""
+  mesh = mesh_lib.build_mesh(tiny_config.mesh)
+
+  def temp_bytes():
+    task, ts, step_fn = train.make_trainer(tiny_config, mesh)
+    it, _, _ = pipeline.make_iterator(tiny_config, 'train', train=True,
+                                      fields=task.fields, batch_size=8)
+    batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
+    with jax.set_mesh(mesh):
+      compiled = step_fn.lower(train.init_state(ts), batch).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+  guarded = temp_bytes()
+
+  def select_every_value(pred, update, keep, *operands):
+    return jax.tree.map(lambda n, o: jax.numpy.where(pred, n, o),
+                        update(*operands), keep(*operands))
+
+  monkeypatch.setattr(jax.lax, 'cond', select_every_value)
+  assert guarded < temp_bytes()
+
+
+def test_an_optimizer_that_changes_its_state_types_is_named(tiny_config):
+  """The guarded update needs the state's types unchanged; a registered
+  optimizer that breaks this gets an error naming it."""
+  import optax  # pylint: disable=g-import-not-at-top
+  from multimodal import registry  # pylint: disable=g-import-not-at-top
+
+  @registry.register('optimizer', 'widening_test_opt')
+  def widening(learning_rate, *, weight_decay, decay_mask):
+    del learning_rate, weight_decay, decay_mask
+    return optax.GradientTransformation(
+        lambda params: {'n': jax.numpy.zeros((), jax.numpy.int32)},
+        lambda updates, state, params=None: (
+            updates, {'n': state['n'].astype(jax.numpy.float32)}))
+
+  tiny_config.optimizer.name = 'widening_test_opt'
+  for key in ('b1', 'b2', 'eps', 'mu_dtype'):
+    if key in tiny_config.optimizer:
+      tiny_config.optimizer[key] = None
+  with pytest.raises(TypeError, match="'widening_test_opt'.*shapes and dtypes"):
+    _run(tiny_config, 'skip', steps=1)
