@@ -83,6 +83,12 @@ table's `probe` column shows the lower figure, so that rows measured while
 the machine was busy stand out (compare rows with similar probes, or rerun
 with more --rounds on a quiet machine).
 
+--pair times ours against big_vision in one child instead (both are JAX):
+both steps compiled, then --steps rounds of one step each, the order
+alternating, and the paired ratio (the median over rounds of ours / theirs
+in the same round), which the drift between separate children cannot
+disturb (child_pair).
+
 A framework that is not there (package not importable under its
 interpreter, no big_vision checkout) is reported as "not installed" with
 how to install it, and skipped. --json writes every child's result and the
