@@ -604,27 +604,20 @@ def child_pair(args, spec) -> dict:
   _check_multimodal_model(train_step, args, spec)
   theirs = _big_vision_step(args, spec)  # first: fails fast if missing
   ours = train_step.compiled_step(args.model, args.batch, args.dtype)
-  steps = {'multimodal': ours['step'], 'big_vision': theirs['step']}
-  for _ in range(1 + args.warmup):  # the first calls, untimed
-    for step in steps.values():
-      step()
-  times = {name: [] for name in steps}
-  losses = {}
-  for rnd in range(args.steps):
-    order = list(steps) if rnd % 2 == 0 else list(steps)[::-1]
-    for name in order:
-      t = time.perf_counter()
-      out = steps[name]()
-      times[name].append(time.perf_counter() - t)
-      losses[name] = float(out['loss' if name == 'multimodal'
-                               else 'training_loss'])
-  paired = [a / b for a, b in zip(times['multimodal'], times['big_vision'])]
+  # The first calls (and --warmup more) untimed; which goes first
+  # alternates every round.
+  times, outputs = train_step.time_round_robin(
+      {'multimodal': ours['step'], 'big_vision': theirs['step']}, args.steps,
+      untimed=1 + args.warmup, rotate=True)
   return dict(
       precision=args.dtype,
-      step_s=times, loss=losses,
+      step_s=times,
+      loss={'multimodal': float(outputs['multimodal']['loss']),
+            'big_vision': float(outputs['big_vision']['training_loss'])},
       step_s_median={k: statistics.median(v) for k, v in times.items()},
       step_s_min={k: min(v) for k, v in times.items()},
-      paired_ratio_median=statistics.median(paired),
+      paired_ratio_median=train_step.paired_ratio(times['multimodal'],
+                                                  times['big_vision']),
       params={'multimodal': ours['params'], 'big_vision': theirs['params']},
       device=f'{jax.device_count()} x {jax.devices()[0].device_kind}',
       versions=theirs['versions'])

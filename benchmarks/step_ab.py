@@ -31,12 +31,10 @@ benchmarks/README.md, "Variants in one process".
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import os
 import statistics
 import sys
-import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -48,14 +46,6 @@ from multimodal import runtime
 
 XLA_PREFIX = 'xla:'
 STACKS_PREFIX = 'stacks.'
-
-
-def _value(text: str):
-  """A Python literal where `text` parses as one, else the string."""
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
 
 
 def parse_variant(tokens: list[str], stacks: list[str]
@@ -73,7 +63,7 @@ def parse_variant(tokens: list[str], stacks: list[str]
                        'a config override (model.towers.image.remat=full), '
                        'stacks.KEY=VALUE or xla:OPTION=VALUE')
     if key.startswith(XLA_PREFIX):
-      options[key[len(XLA_PREFIX):]] = _value(text)
+      options[key[len(XLA_PREFIX):]] = train_step.literal(text)
     elif key.startswith(STACKS_PREFIX):
       overrides += [f'{path}.{key[len(STACKS_PREFIX):]}={text}'
                     for path in stacks]
@@ -93,16 +83,8 @@ def run(model: str, batch: int, rounds: int, dtype: str, variants: list,
   runs = {name: train_step.compiled_step(model, batch, dtype,
                                          common + overrides, options)
           for name, overrides, options in variants}
-  times = {name: [] for name in runs}
-  losses = {}
-  for r in range(rounds + 1):  # round 0: untimed (first call of each)
-    for name, v in runs.items():
-      t = time.perf_counter()
-      metrics = v['step']()
-      elapsed = time.perf_counter() - t
-      losses[name] = float(metrics['loss'])
-      if r:
-        times[name].append(elapsed)
+  times, metrics = train_step.time_round_robin(
+      {name: v['step'] for name, v in runs.items()}, rounds)
   first = names[0]
   result = {'model': model, 'batch': batch, 'dtype': dtype, 'rounds': rounds,
             'device': f'{jax.device_count()} x {jax.devices()[0].device_kind}',
@@ -110,16 +92,15 @@ def run(model: str, batch: int, rounds: int, dtype: str, variants: list,
             'variants': []}
   for name, overrides, options in variants:
     t = times[name]
-    paired = [a / b for a, b in zip(t, times[first])]
     result['variants'].append({
         'name': name, 'overrides': ' '.join(overrides),
         'compiler_options': options,
         'step_s_median': statistics.median(t), 'step_s_min': min(t),
-        'paired_ratio_median': statistics.median(paired),
+        'paired_ratio_median': train_step.paired_ratio(t, times[first]),
         'examples_per_s': batch / statistics.median(t),
         'compile_s': runs[name]['compile_s'],
         'temp_memory_mib': runs[name]['temp_memory_mib'],
-        'loss': losses[name], 'step_s': t})
+        'loss': float(metrics[name]['loss']), 'step_s': t})
   return result
 
 

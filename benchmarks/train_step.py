@@ -235,17 +235,32 @@ def apply_overrides(config, overrides) -> None:
     if not sep:
       raise ValueError(f'--set {item!r}: give key=value, e.g. '
                        'model.towers.image.scan_layers=True')
-    try:
-      value = ast.literal_eval(text)
-    except (ValueError, SyntaxError):
-      value = text
     *parents, leaf = key.split('.')
     node = config
     for part in parents:
       node = node[part]
     # A new leaf is allowed: a tower's options need not all be listed in
     # its config, and build_model names any the module does not take.
-    node[leaf] = value
+    node[leaf] = literal(text)
+
+
+def literal(text: str):
+  """A Python literal where `text` parses as one, else the string."""
+  try:
+    return ast.literal_eval(text)
+  except (ValueError, SyntaxError):
+    return text
+
+
+def bench_config(name: str, batch: int, dtype: str, overrides=()):
+  """The named model's config with `overrides`, for a synthetic batch of
+  `batch` on every device (mesh data axis -1) and a 1000-step schedule."""
+  config = model_config(name, dtype)
+  apply_overrides(config, overrides)
+  config.batch_size = batch
+  config.total_steps = 1000
+  config.mesh.data = -1
+  return config
 
 
 def compiled_step(name: str, batch: int, dtype: str, overrides=(),
@@ -257,11 +272,7 @@ def compiled_step(name: str, batch: int, dtype: str, overrides=(),
   and replaced) and returns its metrics, waited for; 'compile_s';
   'params' (the parameter count); 'temp_memory_mib'}.
   """
-  config = model_config(name, dtype)
-  apply_overrides(config, overrides)
-  config.batch_size = batch
-  config.total_steps = 1000
-  config.mesh.data = -1
+  config = bench_config(name, batch, dtype, overrides)
   mesh = mesh_lib.build_mesh(config.mesh)
   task, ts, step_fn = train.make_trainer(config, mesh)
   with jax.set_mesh(mesh):
@@ -288,13 +299,35 @@ def compiled_step(name: str, batch: int, dtype: str, overrides=(),
                               if memory is not None else float('nan'))}
 
 
+def time_round_robin(steps: dict, rounds: int, untimed: int = 1,
+                     rotate: bool = False) -> tuple[dict, dict]:
+  """Times step functions against each other in one process.
+
+  `untimed` rounds first, then `rounds` rounds of one call of each, so that
+  a machine's load drifts over all of them alike; with `rotate`, which one
+  goes first moves by one every round. Returns ({name: [seconds per timed
+  call]}, {name: its last call's result}).
+  """
+  names = list(steps)
+  times, outputs = {name: [] for name in names}, {}
+  for rnd in range(untimed + rounds):
+    shift = rnd % len(names) if rotate else 0
+    for name in names[shift:] + names[:shift]:
+      t = time.perf_counter()
+      outputs[name] = steps[name]()
+      if rnd >= untimed:
+        times[name].append(time.perf_counter() - t)
+  return times, outputs
+
+
+def paired_ratio(times: list[float], base: list[float]) -> float:
+  """The median over rounds of times[i] / base[i] (same-round pairs)."""
+  return statistics.median(a / b for a, b in zip(times, base))
+
+
 def run(name: str, batch: int, steps: int, warmup: int, dtype: str,
         overrides=(), sequential: bool = False) -> dict:
-  config = model_config(name, dtype)
-  apply_overrides(config, overrides)
-  config.batch_size = batch
-  config.total_steps = 1000
-  config.mesh.data = -1
+  config = bench_config(name, batch, dtype, overrides)
   t0 = time.perf_counter()
   mesh = mesh_lib.build_mesh(config.mesh)
   task, ts, step_fn = train.make_trainer(config, mesh)

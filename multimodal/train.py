@@ -148,9 +148,9 @@ def compile_during(step_fn, ts: TrainState, batch: dict, make_state
 
   The step is lowered against the state's shapes and shardings (no state
   needed), then XLA compiles it in a thread, which releases the GIL, while
-  `make_state` runs here (the init: its own compile or op-by-op work). On two CPU cores this took ViT-B/32 SigLIP's start from
-  38.8 s to 24.6 s with the jitted init (benchmarks/README.md). Call under
-  the mesh.
+  `make_state` runs here (the init: its own compile or op-by-op work). On
+  two CPU cores this took ViT-B/32 SigLIP's start from 38.8 s to 24.6 s
+  with the jitted init (benchmarks/README.md). Call under the mesh.
 
   Returns:
     (state, the compiled step (state, batch) -> (state, metrics) for
