@@ -12,7 +12,8 @@ the named optimizer's own arguments beside them:
                   'constant'; yours: @registry.register('schedule', NAME)
   weight_decay    decay of the matrices (ndim > 1); biases, norms and
                   scalars are never decayed
-  clip_norm       global gradient norm clip (0: none)
+  clip_norm       global gradient norm clip (0: none); the train step hands
+                  it the norm it logs (clip_by_global_norm)
   frozen, lr_mults
                   parameter groups (below)
   anything else   the optimizer's own arguments, e.g. adamw's b1, b2, eps,
@@ -207,9 +208,39 @@ def group_sizes(opt_cfg, params) -> dict:
   return sizes
 
 
-def make_optimizer(opt_cfg, total_steps: int) -> optax.GradientTransformation:
+def clip_by_global_norm(max_norm: float
+                        ) -> optax.GradientTransformationExtraArgs:
+  """Scales the updates by max_norm / their global norm where that is
+  above max_norm (optax.clip_by_global_norm, with the same empty state).
+
+  update(updates, state, params, grad_norm=None): a caller that has the
+  norm already (the train step logs it) passes it as `grad_norm`, so the
+  gradients are not reduced a second time inside the step's conditional
+  update. The scale is one scalar multiplied in, so XLA fuses it into the
+  optimizer's own elementwise update; optax's divide is materialised as a
+  clipped copy of every gradient (ViT-B/32 SigLIP: 632 MB written and read
+  again per step).
+  """
+
+  def update(updates, state, params=None, *, grad_norm=None, **extra_args):
+    del params, extra_args
+    if grad_norm is None:
+      grad_norm = optax.tree.norm(updates)
+    scale = jnp.where(grad_norm < max_norm, 1.0, max_norm / grad_norm)
+    return jax.tree.map(lambda u: u * scale.astype(u.dtype), updates), state
+
+  return optax.GradientTransformationExtraArgs(optax.init_empty_state,
+                                               update)
+
+
+def make_optimizer(opt_cfg, total_steps: int
+                   ) -> optax.GradientTransformationExtraArgs:
   """The whole update of config.optimizer: frozen parameters zeroed,
-  global-norm clipping, then the registered optimizer per lr group."""
+  global-norm clipping, then the registered optimizer per lr group.
+
+  update(grads, state, params, grad_norm=None): `grad_norm`, the global
+  norm of the (unfrozen) gradients where the caller has it, spares the
+  clipping its own reduction."""
   base = registry.get('optimizer', opt_cfg.name)
   unknown = unknown_arguments(opt_cfg)
   if unknown:
@@ -234,7 +265,7 @@ def make_optimizer(opt_cfg, total_steps: int) -> optax.GradientTransformation:
     parts.append(optax.masked(optax.set_to_zero(),
                               lambda p: frozen_mask(opt_cfg, p)))
   if opt_cfg.clip_norm:
-    parts.append(optax.clip_by_global_norm(opt_cfg.clip_norm))
+    parts.append(clip_by_global_norm(opt_cfg.clip_norm))
   if len(groups) == 2 and not opt_cfg.get('frozen'):
     parts.append(groups[_group(1.0)])  # one group: the plain optimizer state layout
   else:

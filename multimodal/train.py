@@ -235,6 +235,7 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
     raise ValueError(f'config.on_nonfinite={on_nonfinite!r}: use one of '
                      f'{base_config.NONFINITE_POLICIES}.')
   config_opt = config_opt or {}
+  tx = optax.with_extra_args_support(tx)  # a plain optax transformation too
 
   frozen = optim_lib.frozen_mask(config_opt, ts.abstract['params'])
 
@@ -260,7 +261,10 @@ def make_train_step(task, tx, lr_schedule, ts: TrainState, mesh,
       apply = apply & (health['first_bad'] < 0)
 
     def update(grads, opt_state, params):
-      updates, opt_state = tx.update(grads, opt_state, params)
+      # Frozen parameters' gradients are zero (stop_gradient above), so
+      # grad_norm is the norm the clipping would compute.
+      updates, opt_state = tx.update(grads, opt_state, params,
+                                     grad_norm=grad_norm)
       return optax.apply_updates(params, updates), opt_state
 
     # A conditional, not the update followed by a select of every value:

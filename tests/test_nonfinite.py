@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import jax
+import jax.extend.core  # pylint: disable=unused-import
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -137,3 +138,44 @@ def test_an_optimizer_that_changes_its_state_types_is_named(tiny_config):
       tiny_config.optimizer[key] = None
   with pytest.raises(TypeError, match="'widening_test_opt'.*shapes and dtypes"):
     _run(tiny_config, 'skip', steps=1)
+
+
+def _primitives(jaxpr) -> list[str]:
+  """Every primitive in a jaxpr, its sub-jaxprs (jit, cond, ...) included."""
+  names = []
+  for eqn in jaxpr.eqns:
+    names.append(eqn.primitive.name)
+    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+      names.extend(_primitives(sub))
+  return names
+
+
+def test_the_guarded_update_does_not_reduce_the_gradients_again(
+    tiny_config):
+  """The clipping inside the conditional update takes the gradient norm
+  the step has already computed (and logs): the update's branch holds no
+  reduction, only elementwise work."""
+  assert tiny_config.optimizer.clip_norm > 0
+  mesh = mesh_lib.build_mesh(tiny_config.mesh)
+  task, ts, step_fn = train.make_trainer(tiny_config, mesh)
+  it, _, _ = pipeline.make_iterator(tiny_config, 'train', train=True,
+                                    fields=task.fields, batch_size=8)
+  batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
+  with jax.set_mesh(mesh):
+    jaxpr = jax.make_jaxpr(step_fn)(train.init_state(ts), batch).jaxpr
+  conds = []
+
+  def find(jp):
+    for eqn in jp.eqns:
+      if eqn.primitive.name == 'cond':
+        conds.append(eqn)
+      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
+        find(sub)
+
+  find(jaxpr)
+  assert len(conds) == 1
+  branches = conds[0].params['branches']
+  assert 'reduce_sum' in _primitives(jaxpr)  # the step's own norm
+  assert not [name for branch in branches
+              for name in _primitives(branch.jaxpr)
+              if name.startswith('reduce_')]

@@ -184,3 +184,33 @@ def test_a_registered_schedule_is_used():
                  schedule='_test_step_down')
   lr = optim_lib.schedule(cfg, 10)
   assert [float(lr(s)) for s in (0, 4, 5, 9)] == [2.0, 2.0, 0.5, 0.5]
+
+
+@pytest.mark.parametrize('max_norm', [0.5, 100.0])  # clipped / not clipped
+def test_clipping_is_optax_clip_with_its_state_layout(max_norm):
+  ours = optim_lib.clip_by_global_norm(max_norm)
+  ref = optax.clip_by_global_norm(max_norm)
+  state = ours.init(PARAMS)
+  assert jax.tree.structure(state) == jax.tree.structure(ref.init(PARAMS))
+  got, _ = ours.update(GRADS, state, PARAMS)
+  want, _ = ref.update(GRADS, ref.init(PARAMS), PARAMS)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6),
+               got, want)
+
+
+def test_clipping_uses_the_norm_the_caller_gives():
+  """The train step passes the norm it logs; the clip then scales by it
+  instead of reducing the gradients again."""
+  norm = float(optax.tree.norm(GRADS))
+  tx = optim_lib.clip_by_global_norm(norm / 4)
+  given, _ = tx.update(GRADS, tx.init(PARAMS), PARAMS, grad_norm=2 * norm)
+  jax.tree.map(lambda g, u: np.testing.assert_allclose(u, g / 8, rtol=1e-6),
+               GRADS, given)
+  # Through the whole chain (make_optimizer), groups and all.
+  cfg = _opt_cfg(lr=1.0, name='sgd', b1=None, b2=None, weight_decay=0.0,
+                 clip_norm=norm / 4, lr_mults=(('bias', 0.5),))
+  tx = optim_lib.make_optimizer(cfg, 10)
+  own, _ = tx.update(GRADS, tx.init(PARAMS), PARAMS)
+  given, _ = tx.update(GRADS, tx.init(PARAMS), PARAMS, grad_norm=2 * norm)
+  jax.tree.map(lambda o, g: np.testing.assert_allclose(g, o / 2, rtol=1e-6),
+               own, given)
