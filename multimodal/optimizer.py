@@ -28,7 +28,10 @@ in a module listed in config.imports:
 
 learning_rate is an optax schedule (step -> lr), weight_decay a float,
 decay_mask a function params -> bool tree (True: decay it); the config
-check rejects arguments the function does not take.
+check rejects arguments the function does not take. The train step calls
+the whole chain's update with the optax extra argument grad_norm (for the
+clipping): a plain GradientTransformation never sees it, an optax
+GradientTransformationExtraArgs of yours must take **extra_args.
 
 Parameter groups are chosen by regexes over '/'-joined parameter paths (as
 in multimodal.tree, e.g. 'towers/image/core/embed/kernel'):
