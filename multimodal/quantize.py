@@ -184,6 +184,10 @@ def apply(model: nnx.Module, kernels: Iterable[str], qtype: str
         f'(it has {len(modules)} such kernels, e.g. {list(modules)[:3]}).')
   for key in kernels:
     path, module = modules[key]
+    # qwix intercepts lax.dot_general; our dense layers' own product (a
+    # custom VJP for training, models/matmul.py) would hide it inside
+    # another trace.
+    module.dot_general = jax.lax.dot_general
     quantized = qwix.quantize_model(module, qwix.PtqProvider([_rule(qtype)]),
                                     _sample_input(module))
     _set_child(model, path, quantized)

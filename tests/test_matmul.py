@@ -1,5 +1,6 @@
 """multimodal/models/matmul.py: the dense layers' dot_general."""
 import jax
+import jax.extend.core  # pylint: disable=unused-import
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -14,13 +15,46 @@ def _dims(x, k):
   return ((tuple(range(x.ndim - k, x.ndim)), tuple(range(k))), ((), ()))
 
 
-def test_float32_is_lax_dot_general_itself():
-  x = jnp.asarray(np.random.RandomState(0).randn(2, 5, 8), jnp.float32)
-  w = jnp.asarray(np.random.RandomState(1).randn(8, 3), jnp.float32)
-  dims = _dims(x, 1)
-  ours = jax.make_jaxpr(lambda a, b: matmul.dot_general(a, b, dims))(x, w)
-  plain = jax.make_jaxpr(lambda a, b: lax.dot_general(a, b, dims))(x, w)
-  assert str(ours) == str(plain)
+@pytest.mark.parametrize('x_shape,w_shape,k', [
+    ((2, 5, 8), (8, 3), 1), ((2, 5, 2, 4), (2, 4, 6), 2),
+    ((2, 5, 8), (8, 2, 3), 1)])
+def test_float32_flattens_the_leading_axes(x_shape, w_shape, k):
+  """lax.dot_general's values, the inputs' leading axes flattened into one
+  and the backward products over matrices: the weight gradient contracts
+  one axis (XLA CPU's fast form)."""
+  rng = np.random.RandomState(0)
+  x = jnp.asarray(rng.randn(*x_shape), jnp.float32)
+  w = jnp.asarray(rng.randn(*w_shape), jnp.float32)
+  dims = _dims(x, k)
+  np.testing.assert_allclose(matmul.dot_general(x, w, dims),
+                             lax.dot_general(x, w, dims), rtol=1e-6)
+
+  def loss(fn):
+    return lambda a, b: jnp.sum(jnp.sin(fn(a, b, dims)))
+
+  for ours, ref in zip(jax.grad(loss(matmul.dot_general), (0, 1))(x, w),
+                       jax.grad(loss(lax.dot_general), (0, 1))(x, w)):
+    np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
+  jaxpr = jax.make_jaxpr(jax.grad(loss(matmul.dot_general), (0, 1)))(x, w)
+  dots = []
+
+  def find(jp):
+    for e in jp.eqns:
+      if e.primitive.name == 'dot_general':
+        dots.append(e)
+      for sub in jax.extend.core.jaxprs_in_params(e.params):
+        find(sub)
+
+  find(jaxpr.jaxpr)
+  assert len(dots) == 3
+  m = x_shape[0] * x_shape[1]  # the flattened tokens
+  assert all(e.invars[0].aval.shape[0] == m for e in dots)
+  weight_grad = [e for e in dots
+                 if all(v.aval.shape[0] == m for v in e.invars)]
+  assert [e.params['dimension_numbers'] for e in weight_grad] == [
+      (((0,), (0,)), ((), ()))]
+  # Both backward products are products of matrices.
+  assert sum(all(v.aval.ndim == 2 for v in e.invars) for e in dots) >= 2
 
 
 @pytest.mark.parametrize('x_shape,w_shape,k', [

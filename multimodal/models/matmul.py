@@ -3,11 +3,12 @@
 `Dense` and `DenseGeneral` are nnx.Linear and nnx.LinearGeneral (the same
 parameters, paths and metadata) whose products go through `dot_general`
 below and whose bias is added by `add_bias`; every dense layer of the
-models is one of them. For float32 (or mixed-dtype) operands `dot_general`
-is lax.dot_general itself, so float32 products compile as before. For
-bfloat16 or
-float16 operands (a model with `dtype='bfloat16'`) each product, in the
-forward pass and in both products of its backward pass, takes the
+models is one of them. For float32 operands `dot_general` is one product over the inputs with their leading axes flattened into one,
+the output reshaped back, and a backward pass of matrix products (same
+values; faster on XLA CPU, see _dense_bwd; the kernel keeps its shape in
+the forward pass, where qwix's INT8 modules intercept the product); mixed
+dtypes go to lax.dot_general. For bfloat16 or float16 operands (a model
+with `dtype='bfloat16'`) each product, in the forward pass and in both products of its backward pass, takes the
 low-precision operands and accumulates in float32
 (`preferred_element_type=float32`), then rounds the result to the operands'
 dtype.
@@ -30,6 +31,7 @@ unchanged.
 from __future__ import annotations
 
 import functools
+import math
 
 import jax
 import jax.numpy as jnp
@@ -48,13 +50,19 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers,
   dense = (not lhs_batch and not rhs_batch and
            tuple(lhs_contract) == tuple(range(lhs.ndim - k, lhs.ndim)) and
            tuple(rhs_contract) == tuple(range(k)))
-  low = (lhs.dtype == rhs.dtype and jnp.dtype(lhs.dtype) in _LOW_PRECISION)
-  if not (dense and low and preferred_element_type is None and
-          out_sharding is None):
+  if not (dense and preferred_element_type is None and out_sharding is None):
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                            preferred_element_type=preferred_element_type,
                            out_sharding=out_sharding)
-  return _dense(lhs, rhs, k)
+  if lhs.dtype == rhs.dtype and jnp.dtype(lhs.dtype) in _LOW_PRECISION:
+    return _dense(lhs, rhs, k)
+  if lhs.dtype != rhs.dtype or precision is not None:
+    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision)
+  # float32: the inputs' leading axes flattened into one (a free reshape),
+  # and _dense's backward products taken over matrices (see _dense_bwd).
+  lead = lhs.shape[:lhs.ndim - k]
+  x = lhs.reshape(math.prod(lead), *lhs.shape[lhs.ndim - k:])
+  return _dense(x, rhs, k).reshape(*lead, *rhs.shape[k:])
 
 
 def _accumulate(a, b, a_axes, b_axes, dtype):
@@ -78,9 +86,22 @@ def _dense_bwd(k, residuals, g):
   x, w = residuals
   g = g.astype(x.dtype)
   n_out = w.ndim - k
+  if jnp.dtype(x.dtype) not in _LOW_PRECISION:
+    # float32 x [M, *K]: both products over matrices, [M, N] . [K, N]^T and
+    # [M, K]^T . [M, N] (free reshapes). Over [B, T, K] activations and
+    # multi-axis kernels XLA CPU took transposed copies of the activations
+    # and of the gradients and slower kernels: ViT-B/32 SigLIP's step was
+    # 7% slower (benchmarks/README.md, "Dense layers as matrix products").
+    # bfloat16 measured 1.37x slower in this form and keeps the one below.
+    x2 = x.reshape(x.shape[0], -1)
+    g2 = g.reshape(x.shape[0], -1)
+    w2 = w.reshape(x2.shape[1], g2.shape[1])
+    dx = _accumulate(g2, w2, (1,), (1,), x.dtype).reshape(x.shape)
+    dw = _accumulate(x2, g2, (0,), (0,), w.dtype).reshape(w.shape)
+    return dx, dw
   # dx [..., *K]: g's output axes against w's output axes. This "NT" form and
   # dw's contraction over the leading (token) axes are the layouts XLA CPU's
-  # fast kernels take without a transpose.
+  # fast bfloat16 kernels take without a transpose.
   dx = _accumulate(g, w, tuple(range(g.ndim - n_out, g.ndim)),
                    tuple(range(k, w.ndim)), x.dtype)
   lead = tuple(range(x.ndim - k))
