@@ -1,6 +1,5 @@
 """multimodal/models/matmul.py: the dense layers' dot_general."""
 import jax
-import jax.extend.core  # pylint: disable=unused-import
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -36,16 +35,8 @@ def test_float32_flattens_the_leading_axes(x_shape, w_shape, k):
                        jax.grad(loss(lax.dot_general), (0, 1))(x, w)):
     np.testing.assert_allclose(ours, ref, rtol=1e-5, atol=1e-6)
   jaxpr = jax.make_jaxpr(jax.grad(loss(matmul.dot_general), (0, 1)))(x, w)
-  dots = []
-
-  def find(jp):
-    for e in jp.eqns:
-      if e.primitive.name == 'dot_general':
-        dots.append(e)
-      for sub in jax.extend.core.jaxprs_in_params(e.params):
-        find(sub)
-
-  find(jaxpr.jaxpr)
+  dots = [e for e in jaxprs.equations(jaxpr.jaxpr)
+          if e.primitive.name == 'dot_general']
   assert len(dots) == 3
   m = x_shape[0] * x_shape[1]  # the flattened tokens
   assert all(e.invars[0].aval.shape[0] == m for e in dots)

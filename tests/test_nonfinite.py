@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 
 import jax
-import jax.extend.core  # pylint: disable=unused-import
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
@@ -13,6 +12,7 @@ import pytest
 from multimodal import mesh as mesh_lib
 from multimodal import train
 from multimodal.data import pipeline
+from multimodal.testing import jaxprs
 
 pytestmark = pytest.mark.usefixtures('fast_compiles')
 
@@ -141,13 +141,7 @@ def test_an_optimizer_that_changes_its_state_types_is_named(tiny_config):
 
 
 def _primitives(jaxpr) -> list[str]:
-  """Every primitive in a jaxpr, its sub-jaxprs (jit, cond, ...) included."""
-  names = []
-  for eqn in jaxpr.eqns:
-    names.append(eqn.primitive.name)
-    for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-      names.extend(_primitives(sub))
-  return names
+  return [eqn.primitive.name for eqn in jaxprs.equations(jaxpr)]
 
 
 def test_the_guarded_update_does_not_reduce_the_gradients_again(
@@ -163,16 +157,8 @@ def test_the_guarded_update_does_not_reduce_the_gradients_again(
   batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
   with jax.set_mesh(mesh):
     jaxpr = jax.make_jaxpr(step_fn)(train.init_state(ts), batch).jaxpr
-  conds = []
-
-  def find(jp):
-    for eqn in jp.eqns:
-      if eqn.primitive.name == 'cond':
-        conds.append(eqn)
-      for sub in jax.extend.core.jaxprs_in_params(eqn.params):
-        find(sub)
-
-  find(jaxpr)
+  conds = [eqn for eqn in jaxprs.equations(jaxpr)
+           if eqn.primitive.name == 'cond']
   assert len(conds) == 1
   branches = conds[0].params['branches']
   assert 'reduce_sum' in _primitives(jaxpr)  # the step's own norm
