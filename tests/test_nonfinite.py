@@ -92,18 +92,25 @@ def test_a_diverging_run_stops_and_keeps_its_last_good_checkpoint(
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(params))
 
 
+def _step_and_batch(config):
+  """(mesh, train state spec, jitted step, one sharded batch of 8) of
+  the tiny digits model."""
+  mesh = mesh_lib.build_mesh(config.mesh)
+  task, ts, step_fn = train.make_trainer(config, mesh)
+  it, _, _ = pipeline.make_iterator(config, 'train', train=True,
+                                    fields=task.fields, batch_size=8)
+  return (mesh, ts, step_fn,
+          train.shard_batch(next(it), mesh_lib.batch_sharding(mesh)))
+
+
 def test_the_guarded_update_needs_no_second_copy_of_the_state(
     tiny_config, monkeypatch):
   """The update runs under a conditional: the step's temporaries are fewer
   than with the update computed and then a select of every value (the
   former form, which kept the updated state beside the old one)."""
-  mesh = mesh_lib.build_mesh(tiny_config.mesh)
 
   def temp_bytes():
-    task, ts, step_fn = train.make_trainer(tiny_config, mesh)
-    it, _, _ = pipeline.make_iterator(tiny_config, 'train', train=True,
-                                      fields=task.fields, batch_size=8)
-    batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
+    mesh, ts, step_fn, batch = _step_and_batch(tiny_config)
     with jax.set_mesh(mesh):
       compiled = step_fn.lower(train.init_state(ts), batch).compile()
     return compiled.memory_analysis().temp_size_in_bytes
@@ -150,11 +157,7 @@ def test_the_guarded_update_does_not_reduce_the_gradients_again(
   the step has already computed (and logs): the update's branch holds no
   reduction, only elementwise work."""
   assert tiny_config.optimizer.clip_norm > 0
-  mesh = mesh_lib.build_mesh(tiny_config.mesh)
-  task, ts, step_fn = train.make_trainer(tiny_config, mesh)
-  it, _, _ = pipeline.make_iterator(tiny_config, 'train', train=True,
-                                    fields=task.fields, batch_size=8)
-  batch = train.shard_batch(next(it), mesh_lib.batch_sharding(mesh))
+  mesh, ts, step_fn, batch = _step_and_batch(tiny_config)
   with jax.set_mesh(mesh):
     jaxpr = jax.make_jaxpr(step_fn)(train.init_state(ts), batch).jaxpr
   conds = [eqn for eqn in jaxprs.equations(jaxpr)

@@ -3,15 +3,16 @@
 `Dense` and `DenseGeneral` are nnx.Linear and nnx.LinearGeneral (the same
 parameters, paths and metadata) whose products go through `dot_general`
 below and whose bias is added by `add_bias`; every dense layer of the
-models is one of them. For float32 operands `dot_general` is one product over the inputs with their leading axes flattened into one,
-the output reshaped back, and a backward pass of matrix products (same
-values; faster on XLA CPU, see _dense_bwd; the kernel keeps its shape in
-the forward pass, where qwix's INT8 modules intercept the product); mixed
-dtypes go to lax.dot_general. For bfloat16 or float16 operands (a model
-with `dtype='bfloat16'`) each product, in the forward pass and in both products of its backward pass, takes the
-low-precision operands and accumulates in float32
-(`preferred_element_type=float32`), then rounds the result to the operands'
-dtype.
+models is one of them. For float32 operands `dot_general` is one product
+over the inputs with their leading axes flattened into one, the output
+reshaped back, and a backward pass of matrix products (same values; faster
+on XLA CPU, see _dense_bwd; the kernel keeps its shape in the forward pass,
+where qwix's INT8 modules intercept the product); other and mixed dtypes
+go to lax.dot_general. For bfloat16 or float16 operands (a model with
+`dtype='bfloat16'`) each product, in the forward pass and in both products
+of its backward pass, takes the low-precision operands and accumulates in
+float32 (`preferred_element_type=float32`), then rounds the result to the
+operands' dtype.
 
 Why: XLA's CPU backend in jaxlib 0.10 sends a bfloat16 x bfloat16 -> float32
 dot to its YNNPACK kernels, which use AVX512-BF16/AMX where the CPU has
@@ -50,14 +51,16 @@ def dot_general(lhs: jax.Array, rhs: jax.Array, dimension_numbers,
   dense = (not lhs_batch and not rhs_batch and
            tuple(lhs_contract) == tuple(range(lhs.ndim - k, lhs.ndim)) and
            tuple(rhs_contract) == tuple(range(k)))
-  if not (dense and preferred_element_type is None and out_sharding is None):
+  same = lhs.dtype == rhs.dtype
+  low = same and jnp.dtype(lhs.dtype) in _LOW_PRECISION
+  f32 = same and lhs.dtype == jnp.float32 and precision is None
+  if not (dense and (low or f32) and preferred_element_type is None and
+          out_sharding is None):
     return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision,
                            preferred_element_type=preferred_element_type,
                            out_sharding=out_sharding)
-  if lhs.dtype == rhs.dtype and jnp.dtype(lhs.dtype) in _LOW_PRECISION:
+  if low:
     return _dense(lhs, rhs, k)
-  if lhs.dtype != rhs.dtype or precision is not None:
-    return lax.dot_general(lhs, rhs, dimension_numbers, precision=precision)
   # float32: the inputs' leading axes flattened into one (a free reshape),
   # and _dense's backward products taken over matrices (see _dense_bwd).
   lead = lhs.shape[:lhs.ndim - k]
@@ -85,7 +88,6 @@ def _dense_fwd(x, w, k):
 def _dense_bwd(k, residuals, g):
   x, w = residuals
   g = g.astype(x.dtype)
-  n_out = w.ndim - k
   if jnp.dtype(x.dtype) not in _LOW_PRECISION:
     # float32 x [M, *K]: both products over matrices, [M, N] . [K, N]^T and
     # [M, K]^T . [M, N] (free reshapes). Over [B, T, K] activations and
@@ -102,6 +104,7 @@ def _dense_bwd(k, residuals, g):
   # dx [..., *K]: g's output axes against w's output axes. This "NT" form and
   # dw's contraction over the leading (token) axes are the layouts XLA CPU's
   # fast bfloat16 kernels take without a transpose.
+  n_out = w.ndim - k
   dx = _accumulate(g, w, tuple(range(g.ndim - n_out, g.ndim)),
                    tuple(range(k, w.ndim)), x.dtype)
   lead = tuple(range(x.ndim - k))
